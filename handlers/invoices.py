@@ -1,0 +1,358 @@
+"""invoice.* events → the invoice mirror, its lines and its status history.
+
+Order-free by construction: every event is an *observation* of the invoice. The row holds the
+snapshot with the greatest version key, and each status entered keeps its earliest observation.
+Both are max/min merges, so the result depends only on the set of events seen, never on their
+delivery order, duplicates or replays. See docs/design.md.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy.orm import Session
+
+from handlers import customers
+from webhook_service.errors import PermanentEventError
+from webhook_service.models import Invoice, InvoiceLine, InvoiceStatus, InvoiceStatusChange
+
+EVENT_TYPES = frozenset(
+    {
+        "invoice.created",
+        "invoice.updated",
+        "invoice.deleted",
+        "invoice.finalized",
+        "invoice.finalization_failed",
+        "invoice.marked_uncollectible",
+        "invoice.paid",
+        "invoice.payment_succeeded",
+        "invoice.payment_failed",
+        "invoice.payment_action_required",
+        "invoice.payment_attempt_required",
+        "invoice.overdue",
+        "invoice.will_be_due",
+        "invoice.overpaid",
+        "invoice.sent",
+        "invoice.voided",
+    }
+)
+
+#: Statuses only move up this order (paid and void are both final).
+STATUS_RANK = {
+    InvoiceStatus.DRAFT.value: 0,
+    InvoiceStatus.OPEN.value: 1,
+    InvoiceStatus.PAST_DUE.value: 2,
+    InvoiceStatus.UNCOLLECTIBLE.value: 3,
+    InvoiceStatus.PAID.value: 4,
+    InvoiceStatus.VOID.value: 4,
+}
+#: The event type that *causes* each status; it names the status change when it was seen.
+CAUSING_TYPE = {
+    "draft": "invoice.created",
+    "open": "invoice.finalized",
+    "paid": "invoice.paid",
+    "void": "invoice.voided",
+    "uncollectible": "invoice.marked_uncollectible",
+}
+#: Where Stripe records when the invoice entered each status.
+TRANSITION_FIELD = {
+    "open": "finalized_at",
+    "paid": "paid_at",
+    "void": "voided_at",
+    "uncollectible": "marked_uncollectible_at",
+}
+LINE_CATEGORIES = ("usage", "fixed_fee", "adjustment")
+
+
+def related_ids(event: dict) -> tuple[set[str], set[str]]:
+    """(invoice ids, customer ids) this event touches, so a batch can lock them up front."""
+    obj = event["data"]["object"]
+    invoice_id = obj.get("id")
+    customer_id = _customer_id(obj)
+    return ({invoice_id} if isinstance(invoice_id, str) else set()), ({customer_id} if customer_id else set())
+
+
+def handle_invoice_event(event: dict, session: Session) -> None:
+    """Merge one invoice event into the mirror.
+
+    :param event: the parsed Stripe event (a plain dict, any API version).
+    :param session: the unit of work; the caller commits.
+    :raises PermanentEventError: the object is malformed; retrying cannot help.
+    """
+    obj = event["data"]["object"]
+    invoice_id = obj.get("id")
+    if not isinstance(invoice_id, str) or not invoice_id:
+        raise PermanentEventError(f"{event['type']} {event['id']}: invoice object has no id")
+    stripe_status = obj.get("status")
+    if stripe_status not in STATUS_RANK:
+        raise PermanentEventError(f"invoice {invoice_id}: unknown status {stripe_status!r}")
+
+    customer_id = _customer_id(obj)
+    if customer_id:
+        customers.ensure_customer(session, customer_id, _customer_hints(event, obj))
+
+    invoice = session.get(Invoice, invoice_id)
+    if invoice is None:
+        invoice = Invoice(id=invoice_id, version_key="", credit_applied=0, attempt_count=0)
+        session.add(invoice)
+
+    key = snapshot_version(event, obj)
+    if key > (invoice.version_key or ""):
+        _apply_snapshot(invoice, obj, customer_id)
+        invoice.version_key = key
+        invoice.source_event_id = event["id"]
+
+    if event["type"] == "invoice.deleted" and invoice.deleted_at is None:
+        invoice.deleted_at = _ts(event.get("created")) or _ts(obj.get("created"))
+
+    _observe_status(invoice, event, obj, stripe_status)
+    invoice.status = _portal_status(invoice)
+
+
+def snapshot_version(event: dict, obj: dict) -> str:
+    """A sortable key: later status first, then later event, then signs of progress, then the id.
+
+    `created` has one-second resolution, so same-second events are ordered by what can only grow
+    (payment attempts, amount paid) and by whether the event reports a change (`previous_attributes`)
+    before the event id breaks the remaining tie deterministically.
+    """
+    rank = STATUS_RANK[obj["status"]]
+    created = _int(event.get("created"))
+    attempts = _int(obj.get("attempt_count"))
+    paid = max(_int(obj.get("amount_paid")), 0)
+    has_changes = 1 if (event.get("data") or {}).get("previous_attributes") else 0
+    return f"{rank:02d}.{created:011d}.{attempts:05d}.{paid:015d}.{has_changes}.{event['id']}"
+
+
+def _observation_key(event: dict, status: str) -> str:
+    causal = 0 if CAUSING_TYPE.get(status) == event["type"] else 1
+    return f"{causal}.{_int(event.get('created')):011d}.{event['id']}"
+
+
+def _observe_status(invoice: Invoice, event: dict, obj: dict, status: str) -> None:
+    """Merge what this snapshot shows about statuses entered, then re-link from/to in rank order.
+
+    The snapshot's own status is observed directly; earlier statuses it records in
+    `status_transitions` (e.g. finalized_at on a paid invoice) are inferred, so the trail is
+    complete even when the event for that step was never delivered.
+    """
+    seen = [(status, _observation_key(event, status))]
+    transitions = obj.get("status_transitions") or {}
+    for earlier, field in TRANSITION_FIELD.items():
+        if STATUS_RANK[earlier] < STATUS_RANK[status] and _ts(transitions.get(field)):
+            seen.append((earlier, f"1.{_int(event.get('created')):011d}.{event['id']}"))
+    for entered, key in seen:
+        _merge_observation(invoice, entered, _status_entered_at(event, obj, entered), event["id"], key)
+    previous = None
+    for row in sorted(invoice.status_history, key=lambda r: (STATUS_RANK[r.to_status], r.at)):
+        if row.from_status != previous:
+            row.from_status = previous
+        previous = row.to_status
+
+
+def _merge_observation(invoice: Invoice, status: str, at: datetime, event_id: str, key: str) -> None:
+    existing = next((row for row in invoice.status_history if row.to_status == status), None)
+    if existing is None:
+        invoice.status_history.append(
+            InvoiceStatusChange(to_status=status, at=at, event_id=event_id, observation_key=key)
+        )
+    elif key < existing.observation_key:
+        existing.at, existing.event_id, existing.observation_key = at, event_id, key
+
+
+def _portal_status(invoice: Invoice) -> str:
+    """The highest status observed (statuses never move backwards)."""
+    return max((row.to_status for row in invoice.status_history), key=STATUS_RANK.__getitem__)
+
+
+def _status_entered_at(event: dict, obj: dict, status: str) -> datetime:
+    transitions = obj.get("status_transitions") or {}
+    field = TRANSITION_FIELD.get(status)
+    when = _ts(transitions.get(field)) if field else _ts(obj.get("created"))
+    return when or _ts(event.get("created")) or datetime.fromtimestamp(0, UTC)
+
+
+def _apply_snapshot(invoice: Invoice, obj: dict, customer_id: str | None) -> None:
+    transitions = obj.get("status_transitions") or {}
+    starting = _opt_int(obj, "starting_balance")
+    ending = _opt_int(obj, "ending_balance")
+    invoice.number = obj.get("number")
+    invoice.customer_id = customer_id
+    invoice.stripe_status = obj["status"]
+    invoice.currency = obj.get("currency")
+    invoice.subtotal = _opt_int(obj, "subtotal")
+    invoice.tax = _tax(obj)
+    invoice.total = _opt_int(obj, "total")
+    invoice.amount_due = _opt_int(obj, "amount_due")
+    invoice.amount_paid = _opt_int(obj, "amount_paid")
+    invoice.amount_remaining = _opt_int(obj, "amount_remaining")
+    invoice.starting_balance = starting
+    invoice.ending_balance = ending
+    invoice.credit_applied = credit_applied(starting, ending)
+    invoice.collection_method = obj.get("collection_method")
+    invoice.billing_reason = obj.get("billing_reason")
+    invoice.subscription_id = _subscription_id(obj)
+    invoice.attempt_count = _int(obj.get("attempt_count"))
+    invoice.created_at = _ts(obj.get("created"))
+    invoice.issued_at = _ts(obj.get("effective_at")) or _ts(transitions.get("finalized_at"))
+    invoice.due_date = _ts(obj.get("due_date"))
+    invoice.paid_at = _ts(transitions.get("paid_at"))
+    invoice.voided_at = _ts(transitions.get("voided_at"))
+    invoice.marked_uncollectible_at = _ts(transitions.get("marked_uncollectible_at"))
+    invoice.period_start = _ts(obj.get("period_start"))
+    invoice.period_end = _ts(obj.get("period_end"))
+    invoice.hosted_invoice_url = obj.get("hosted_invoice_url")
+    invoice.invoice_pdf = obj.get("invoice_pdf")
+    invoice.livemode = obj.get("livemode") is True
+    lines = obj.get("lines") or {}
+    invoice.lines_truncated = bool(lines.get("has_more"))
+    _replace_lines(invoice, lines.get("data") or [])
+
+
+def credit_applied(starting_balance: int | None, ending_balance: int | None) -> int:
+    """Credit taken from the customer balance at finalization (Stripe balances are negative for credit)."""
+    if starting_balance is None or ending_balance is None or starting_balance >= 0:
+        return 0
+    return max(0, min(ending_balance, 0) - starting_balance)
+
+
+def _replace_lines(invoice: Invoice, raw_lines: list) -> None:
+    wanted = [_line_values(invoice.id, position, line) for position, line in enumerate(raw_lines)]
+    current = [_line_snapshot(line) for line in invoice.lines]
+    if current == wanted:
+        return
+    by_id = {line.id: line for line in invoice.lines}
+    new_lines = []
+    for values in wanted:
+        line = by_id.get(values["id"])
+        if line is None:
+            line = InvoiceLine(**values)
+        else:
+            for name, value in values.items():
+                setattr(line, name, value)
+        new_lines.append(line)
+    invoice.lines = new_lines
+
+
+_LINE_FIELDS = (
+    "invoice_id", "id", "position", "description", "category", "amount", "currency",
+    "quantity", "price_id", "proration", "period_start", "period_end",
+)  # fmt: skip
+
+
+def _line_snapshot(line: InvoiceLine) -> dict:
+    return {name: getattr(line, name) for name in _LINE_FIELDS}
+
+
+def _line_values(invoice_id: str, position: int, line: dict) -> dict:
+    if not isinstance(line, dict) or not isinstance(line.get("id"), str):
+        raise PermanentEventError(f"invoice {invoice_id}: line {position} has no id")
+    period = line.get("period") or {}
+    return {
+        "invoice_id": invoice_id,
+        "id": line["id"],
+        "position": position,
+        "description": line.get("description"),
+        "category": categorize_line(line),
+        "amount": _int(line.get("amount")),
+        "currency": line.get("currency"),
+        "quantity": line.get("quantity") if isinstance(line.get("quantity"), int) else None,
+        "price_id": _line_price_id(line),
+        "proration": _is_proration(line),
+        "period_start": _ts(period.get("start")),
+        "period_end": _ts(period.get("end")),
+    }
+
+
+def categorize_line(line: dict) -> str:
+    """usage, fixed_fee or adjustment.
+
+    An explicit `metadata.portal_category` wins. Prorations and credits (negative amounts) are
+    adjustments. Metered prices are usage: payloads before 2025-03-31.basil say so in
+    `price.recurring.usage_type` / `plan.usage_type`; newer payloads no longer carry the price,
+    so there metered lines need the metadata key (see docs/design.md). Everything else is a fixed fee.
+    """
+    override = (line.get("metadata") or {}).get("portal_category")
+    if override in LINE_CATEGORIES:
+        return override
+    if _is_proration(line) or _int(line.get("amount")) < 0:
+        return "adjustment"
+    price = line.get("price") if isinstance(line.get("price"), dict) else {}
+    plan = line.get("plan") if isinstance(line.get("plan"), dict) else {}
+    if (price.get("recurring") or {}).get("usage_type") == "metered" or plan.get("usage_type") == "metered":
+        return "usage"
+    return "fixed_fee"
+
+
+def _is_proration(line: dict) -> bool:
+    if line.get("proration") is True:
+        return True
+    parent = line.get("parent") or {}
+    for key in ("subscription_item_details", "invoice_item_details"):
+        if (parent.get(key) or {}).get("proration") is True:
+            return True
+    return False
+
+
+def _line_price_id(line: dict) -> str | None:
+    price = line.get("price")
+    if isinstance(price, dict):
+        return price.get("id")
+    details = (line.get("pricing") or {}).get("price_details") or {}
+    return details.get("price") if isinstance(details.get("price"), str) else None
+
+
+def _tax(obj: dict) -> int | None:
+    """Tax in minor units: `total_taxes[]` (2025-03-31.basil and later) or `tax` (before)."""
+    if isinstance(obj.get("total_taxes"), list):
+        return sum(_int(t.get("amount")) for t in obj["total_taxes"] if isinstance(t, dict))
+    if "tax" in obj:
+        return _opt_int(obj, "tax")
+    if isinstance(obj.get("total_tax_amounts"), list):
+        return sum(_int(t.get("amount")) for t in obj["total_tax_amounts"] if isinstance(t, dict))
+    return None
+
+
+def _subscription_id(obj: dict) -> str | None:
+    parent = obj.get("parent") or {}
+    details = parent.get("subscription_details") or {}
+    value = details.get("subscription") or obj.get("subscription")
+    if isinstance(value, dict):
+        value = value.get("id")
+    return value if isinstance(value, str) else None
+
+
+def _customer_id(obj: dict) -> str | None:
+    value = obj.get("customer")
+    if isinstance(value, dict):
+        value = value.get("id")
+    return value if isinstance(value, str) and value else None
+
+
+def _customer_hints(event: dict, obj: dict) -> customers.CustomerHints:
+    return customers.CustomerHints(
+        name=obj.get("customer_name"),
+        email=obj.get("customer_email"),
+        currency=obj.get("currency"),
+        livemode=obj.get("livemode") is True,
+        version_key=f"0.{_int(event.get('created')):011d}.{event['id']}",
+    )
+
+
+def _int(value) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _opt_int(obj: dict, name: str) -> int | None:
+    value = obj.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PermanentEventError(f"invoice {obj.get('id')}: {name} is {value!r}, expected an integer")
+    return value
+
+
+def _ts(value) -> datetime | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return datetime.fromtimestamp(value, UTC)

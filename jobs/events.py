@@ -1,0 +1,39 @@
+"""RQ jobs for events: batch drains, and single events with retry and backoff."""
+
+from __future__ import annotations
+
+from rq import get_current_job
+
+from webhook_service import processing
+from webhook_service.errors import PermanentEventError
+from webhook_service.services import get_services
+
+
+def drain_events() -> dict:
+    """Process queued events from the event log until it has none left."""
+    services = get_services()
+    return processing.drain(services.db, services.queue, services.config.drain_batch_size).as_dict()
+
+
+def process_event(event_id: str) -> str:
+    """Process one event (retry or replay). Failures are recorded in the event log, then re-raised
+    so RQ retries with backoff and, when retries are spent, keeps the job in its failed registry."""
+    services = get_services()
+    job = get_current_job()
+    try:
+        return processing.process_one(services.db, event_id)
+    except PermanentEventError as exc:
+        if job is not None:
+            job.retries_left = 0  # retrying cannot help; go straight to the failed registry
+        processing.record_attempt_failure(services.db, event_id, exc, None)
+        raise
+    except Exception as exc:
+        retry_in = job.get_retry_interval() if job is not None and job.retries_left else None
+        processing.record_attempt_failure(services.db, event_id, exc, retry_in)
+        raise
+
+
+def recover_events() -> dict:
+    """Re-enqueue work the queue lost (scheduled by the scheduler process)."""
+    services = get_services()
+    return processing.recover(services.db, services.queue)

@@ -1,0 +1,49 @@
+"""Stripe webhook service: the app factory."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from flask import Flask
+
+from webhook_service import errors, health, receiver, services
+from webhook_service.config import Config, load_config
+from webhook_service.db import create_database
+from webhook_service.logging_setup import configure_logging
+from webhook_service.observability import init_sentry
+from webhook_service.queue import create_queue
+
+#: Stripe events are a few KB; a 1 MiB cap keeps a hostile body from tying up a worker.
+MAX_BODY_BYTES = 1024 * 1024
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(config: Config | None = None) -> Flask:
+    """Build the Flask app with its database, queue and blueprints.
+
+    :param config: a validated Config; read from the environment when omitted.
+    :raises ConfigError: configuration is malformed.
+    """
+    config = config or load_config(os.environ)
+    configure_logging(config.log_level)
+    init_sentry(config)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    services.init_app(
+        app,
+        services.Services(
+            config=config,
+            db=create_database(config.database_url),
+            queue=create_queue(config.redis_url, config.queue_name, config.retry_intervals),
+        ),
+    )
+    app.register_blueprint(receiver.bp)
+    app.register_blueprint(health.bp)
+    errors.register_error_handlers(app)
+    if config.embedded_queue:
+        logger.warning("dev mode: REDIS_URL is unset, using the in-process queue; not for production")
+    if config.database_url_is_default:
+        logger.warning("dev mode: DATABASE_URL is unset, using SQLite at %s", config.database_url)
+    return app

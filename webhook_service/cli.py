@@ -1,0 +1,241 @@
+"""The `webhook-service` console script: one click group, each command builds the app first."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import UTC, datetime
+
+import click
+import sqlalchemy as sa
+from flask import Flask
+
+from webhook_service import create_app, processing
+from webhook_service import db as dbmod
+from webhook_service.config import Config, load_config, require_secrets
+from webhook_service.errors import ConfigError
+from webhook_service.models import StripeEvent
+from webhook_service.services import get_services
+
+#: How often the scheduler re-enqueues work a Redis restart may have lost.
+RECOVERY_INTERVAL_SECONDS = 60
+
+
+def _fail(message: str) -> None:
+    click.echo(f"webhook-service: error: {message}", err=True)
+    sys.exit(2)
+
+
+def load_config_or_exit(*, demo: bool = False) -> Config:
+    """Read the environment; a bad value stops the command with one clear line."""
+    try:
+        return load_config(os.environ, demo=demo)
+    except ConfigError as exc:
+        _fail(str(exc))
+        raise  # unreachable
+
+
+def check_database(app: Flask, *, auto_upgrade: bool) -> None:
+    """Fail fast when the database is unreachable or not migrated (dev mode migrates it itself)."""
+    services = get_services(app)
+    url = services.config.database_url
+    shown = sa.engine.make_url(url).render_as_string(hide_password=True)
+    try:
+        services.db.ping()
+    except sa.exc.SQLAlchemyError as exc:
+        raise ConfigError(
+            f"cannot connect to DATABASE_URL {shown}: {type(exc).__name__}: {exc.orig or exc}"
+        ) from None
+    if auto_upgrade:
+        dbmod.upgrade(url)
+        return
+    head = dbmod.alembic_head()
+    current = dbmod.current_revision(services.db.engine)
+    if current != head:
+        raise ConfigError(
+            f"database {shown} is at migration {current or 'none'}, expected {head}: "
+            "run `webhook-service db upgrade`"
+        )
+
+
+def build_app_or_exit(
+    *, require_webhook_secret: bool = False, auto_upgrade: bool = False, config: Config | None = None
+) -> Flask:
+    """Config, app and start-up checks, each failure one line on stderr and exit status 2."""
+    try:
+        config = config or load_config(os.environ)
+        if require_webhook_secret:
+            require_secrets(config)
+        app = create_app(config)
+        check_database(app, auto_upgrade=auto_upgrade or config.database_url_is_default)
+        return app
+    except ConfigError as exc:
+        _fail(str(exc))
+        raise  # unreachable
+
+
+@click.group()
+def cli() -> None:
+    """Stripe webhook receiver, worker and operator tools."""
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+def serve(host: str, port: int) -> None:
+    """Run the receiver with an in-process worker (development)."""
+    from webhook_service.workers import EmbeddedWorker
+
+    app = build_app_or_exit(require_webhook_secret=True)
+    worker = EmbeddedWorker(app)
+    worker.start()
+    click.echo(f"serving on http://{host}:{port}/webhooks/stripe (dev server, in-process worker)")
+    try:
+        app.run(host=host, port=port, threaded=True, use_reloader=False)
+    finally:
+        worker.stop()
+
+
+@cli.command()
+@click.option("--burst", is_flag=True, help="Quit when the queue is empty.")
+@click.option("--no-fork", is_flag=True, help="Run jobs in this process (SimpleWorker).")
+def worker(burst: bool, no_fork: bool) -> None:
+    """Run an RQ worker (with RQ's scheduler, so retries fire) on REDIS_URL."""
+    from webhook_service.workers import build_worker
+
+    config = load_config_or_exit()
+    if config.embedded_queue:
+        _fail(
+            "REDIS_URL is not set: a separate worker needs Redis "
+            "(in development, `serve` runs one in-process)"
+        )
+    app = build_app_or_exit(config=config)
+    services = get_services(app)
+    processing.recover(services.db, services.queue)  # pick up what an earlier crash or restart left behind
+    build_worker(app, forking=not no_fork).work(burst=burst, with_scheduler=True)
+
+
+@cli.command()
+def scheduler() -> None:
+    """Run the periodic jobs (recovery every minute); run exactly one per deployment."""
+    from rq.cron import CronScheduler
+
+    from jobs import events as event_jobs
+
+    config = load_config_or_exit()
+    if config.embedded_queue:
+        _fail(
+            "REDIS_URL is not set: the scheduler needs Redis (in development, `serve` runs recovery itself)"
+        )
+    app = build_app_or_exit(config=config)
+    services = get_services(app)
+    cron = CronScheduler(connection=services.queue.connection)
+    cron.register(event_jobs.recover_events, queue_name=config.queue_name, interval=RECOVERY_INTERVAL_SECONDS)
+    cron.start()
+
+
+@cli.group()
+def db() -> None:
+    """Database schema commands."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(revision: str) -> None:
+    """Apply migrations to DATABASE_URL."""
+    config = load_config_or_exit()
+    database = dbmod.create_database(config.database_url)
+    try:
+        database.ping()
+    except sa.exc.SQLAlchemyError as exc:
+        _fail(f"cannot connect to DATABASE_URL: {type(exc).__name__}")
+    dbmod.upgrade(config.database_url, revision)
+    click.echo(f"database upgraded to {dbmod.current_revision(database.engine)}")
+
+
+@cli.group()
+def events() -> None:
+    """Inspect the event log."""
+
+
+def _parse_since(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"expected a date like 2026-11-01 or 2026-11-01T12:00, got {value!r}"
+        ) from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+
+
+@events.command("list")
+@click.option("--status", type=click.Choice(["queued", "retrying", "processed", "ignored", "failed"]))
+@click.option("--type", "event_type")
+@click.option("--since", help="Received on or after this date (UTC).")
+@click.option("--limit", default=50, show_default=True, type=int)
+def events_list(status: str | None, event_type: str | None, since: str | None, limit: int) -> None:
+    """List events, newest first."""
+    since_at = _parse_since(since)
+    app = build_app_or_exit()
+    stmt = sa.select(StripeEvent).order_by(StripeEvent.received_at.desc()).limit(limit)
+    if status:
+        stmt = stmt.where(StripeEvent.status == status)
+    if event_type:
+        stmt = stmt.where(StripeEvent.type == event_type)
+    if since_at:
+        stmt = stmt.where(StripeEvent.received_at >= since_at)
+    with get_services(app).db.sessions() as session:
+        rows = session.scalars(stmt).all()
+        if not rows:
+            click.echo("No events match.")
+            return
+        for row in rows:
+            click.echo(
+                f"{row.id}  {row.type:<32} {row.status:<9} attempts={row.attempts} "
+                f"received={row.received_at.isoformat(timespec='seconds')}"
+                + (f"  error={row.last_error.splitlines()[-1][:80]}" if row.last_error else "")
+            )
+
+
+@events.command("show")
+@click.argument("event_id")
+def events_show(event_id: str) -> None:
+    """Show one event: status, attempts, last error and payload."""
+    app = build_app_or_exit()
+    with get_services(app).db.sessions() as session:
+        row = session.get(StripeEvent, event_id)
+        if row is None:
+            _fail(f"event {event_id!r} is not in the event log")
+        fields = {
+            "id": row.id, "type": row.type, "status": row.status, "attempts": row.attempts,
+            "api_version": row.api_version, "livemode": row.livemode, "account": row.account,
+            "object_id": row.object_id,
+            "created": row.created.isoformat() if row.created else None,
+            "received_at": row.received_at.isoformat(),
+            "processed_at": row.processed_at.isoformat() if row.processed_at else None,
+            "next_attempt_at": row.next_attempt_at.isoformat() if row.next_attempt_at else None,
+            "ignored_reason": row.ignored_reason, "last_error": row.last_error,
+        }  # fmt: skip
+        click.echo(json.dumps(fields, indent=2))
+        click.echo("payload:")
+        click.echo(json.dumps(json.loads(row.payload), indent=2))
+
+
+@cli.command()
+@click.option("--fixtures", "fixtures_dir", type=click.Path(exists=True, file_okay=False), default=None)
+@click.option("--seed", default=7, show_default=True, type=int, help="Shuffle seed for the delivery order.")
+@click.option("--verbose", is_flag=True, help="Show the service's log lines (one per event).")
+def demo(fixtures_dir: str | None, seed: int, verbose: bool) -> None:
+    """Send every fixture to a local receiver as Stripe would, then print the mirrored invoices."""
+    from webhook_service.demo import run_demo
+
+    config = load_config_or_exit(demo=True)
+    sys.exit(run_demo(config, fixtures_dir, seed, log_level="INFO" if verbose else "WARNING"))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="webhook-service")

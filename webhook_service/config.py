@@ -1,0 +1,149 @@
+"""The one place where configuration is read.
+
+`load_config(environ)` is called by the app factory only; everything else receives the
+resulting `Config`. Bad values fail fast with a `ConfigError` naming the variable and the fix.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from webhook_service.errors import ConfigError
+
+#: Stripe's libraries default to five minutes; 0 would disable the recency check, so we refuse it.
+DEFAULT_TOLERANCE_SECONDS = 300
+#: The embedded default database: a file in the working directory, announced in the log.
+DEFAULT_DATABASE_FILE = "webhook_service.db"
+#: Stripe webhook secrets are "whsec_" followed by base64-ish text.
+_SECRET_RE = re.compile(r"^whsec_[A-Za-z0-9+/=_-]{8,}$")
+_ACCEPT_MODES = ("live", "test", "any")
+#: Retry schedule for a failing event, in seconds: exponential backoff, about 1.5 hours in all.
+DEFAULT_RETRY_INTERVALS = (10, 60, 300, 1800, 3600)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the service reads from its environment, validated."""
+
+    webhook_secrets: tuple[str, ...] = ()
+    tolerance: int = DEFAULT_TOLERANCE_SECONDS
+    accept_mode: str = "any"
+    stripe_api_key: str | None = field(default=None, repr=False)
+    stripe_api_base: str | None = None
+    database_url: str = f"sqlite:///{DEFAULT_DATABASE_FILE}"
+    database_url_is_default: bool = True
+    redis_url: str | None = None
+    portal_api_keys: tuple[str, ...] = field(default=(), repr=False)
+    sentry_dsn: str | None = field(default=None, repr=False)
+    queue_name: str = "stripe-events"
+    drain_batch_size: int = 500
+    retry_intervals: tuple[int, ...] = DEFAULT_RETRY_INTERVALS
+    sweep_time_utc: str = "06:00"
+    log_level: str = "INFO"
+    demo: bool = False
+
+    @property
+    def embedded_queue(self) -> bool:
+        """True when no Redis is configured: jobs run on an in-process queue (dev/demo only)."""
+        return self.redis_url is None
+
+    def with_overrides(self, **changes) -> Config:
+        """Return a copy with some fields replaced (tests and the demo use this)."""
+        return replace(self, **changes)
+
+
+def _split(value: str | None) -> tuple[str, ...]:
+    return tuple(part.strip() for part in (value or "").split(",") if part.strip())
+
+
+def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number of seconds, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be greater than 0, got {raw!r} (0 would disable the check)")
+    return value
+
+
+def parse_secrets(raw: str | None) -> tuple[str, ...]:
+    """Split and validate STRIPE_WEBHOOK_SECRETS; a malformed entry is a ConfigError."""
+    secrets = _split(raw)
+    for secret in secrets:
+        if not _SECRET_RE.match(secret):
+            shown = secret[:6] + "…" if len(secret) > 6 else secret
+            raise ConfigError(
+                f"STRIPE_WEBHOOK_SECRETS has a malformed entry ({shown!r}): each secret must look like "
+                "whsec_…, as shown for the endpoint in Stripe's dashboard"
+            )
+    return secrets
+
+
+def _parse_intervals(raw: str | None) -> tuple[int, ...]:
+    if not raw:
+        return DEFAULT_RETRY_INTERVALS
+    try:
+        values = tuple(int(v) for v in _split(raw))
+    except ValueError:
+        raise ConfigError(f"EVENT_RETRY_INTERVALS must be comma-separated seconds, got {raw!r}") from None
+    if not values or any(v < 0 for v in values):
+        raise ConfigError(f"EVENT_RETRY_INTERVALS must be non-negative seconds, got {raw!r}")
+    return values
+
+
+def _parse_sweep_time(raw: str | None) -> str:
+    value = (raw or "06:00").strip()
+    match = re.fullmatch(r"([01]\d|2[0-3]):([0-5]\d)", value)
+    if not match:
+        raise ConfigError(f"PAST_DUE_SWEEP_TIME must be HH:MM in UTC, got {value!r}")
+    return value
+
+
+def load_config(environ: Mapping[str, str], *, demo: bool = False) -> Config:
+    """Read and validate the service configuration from an environment mapping."""
+    mode = (environ.get("STRIPE_ACCEPT_MODE") or "any").strip().lower()
+    if mode not in _ACCEPT_MODES:
+        raise ConfigError(f"STRIPE_ACCEPT_MODE must be one of live, test, any; got {mode!r}")
+    database_url = (environ.get("DATABASE_URL") or "").strip()
+    is_default_db = not database_url
+    if is_default_db:
+        database_url = f"sqlite:///{Path.cwd() / DEFAULT_DATABASE_FILE}"
+    # Heroku-style URLs say postgres://; SQLAlchemy wants a driver name.
+    if database_url.startswith("postgres://"):
+        database_url = "postgresql+psycopg://" + database_url[len("postgres://") :]
+    elif database_url.startswith("postgresql://"):
+        database_url = "postgresql+psycopg://" + database_url[len("postgresql://") :]
+    batch = _positive_int(environ, "DRAIN_BATCH_SIZE", 500)
+    return Config(
+        webhook_secrets=parse_secrets(environ.get("STRIPE_WEBHOOK_SECRETS")),
+        tolerance=_positive_int(environ, "STRIPE_WEBHOOK_TOLERANCE", DEFAULT_TOLERANCE_SECONDS),
+        accept_mode=mode,
+        stripe_api_key=(environ.get("STRIPE_API_KEY") or None),
+        stripe_api_base=(environ.get("STRIPE_API_BASE") or None),
+        database_url=database_url,
+        database_url_is_default=is_default_db,
+        redis_url=(environ.get("REDIS_URL") or "").strip() or None,
+        portal_api_keys=_split(environ.get("PORTAL_API_KEYS")),
+        sentry_dsn=(environ.get("SENTRY_DSN") or None),
+        queue_name=(environ.get("RQ_QUEUE") or "stripe-events").strip(),
+        drain_batch_size=batch,
+        retry_intervals=_parse_intervals(environ.get("EVENT_RETRY_INTERVALS")),
+        sweep_time_utc=_parse_sweep_time(environ.get("PAST_DUE_SWEEP_TIME")),
+        log_level=(environ.get("LOG_LEVEL") or "INFO").upper(),
+        demo=demo,
+    )
+
+
+def require_secrets(config: Config) -> None:
+    """Refuse to receive webhooks without a secret: an unverified endpoint is worse than none."""
+    if not config.webhook_secrets:
+        raise ConfigError(
+            "STRIPE_WEBHOOK_SECRETS is not set. Set it to the endpoint's signing secret (whsec_…); "
+            "several may be given, comma-separated, while rolling a secret"
+        )

@@ -1,0 +1,106 @@
+"""Database engine and sessions, kept on the app (no module-level connections)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy.orm import Session, sessionmaker
+
+from webhook_service.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+#: How long a SQLite writer waits for the lock before failing (dev mode has several threads).
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+@dataclass
+class Database:
+    """The engine and session factory of one app."""
+
+    engine: sa.Engine
+    sessions: sessionmaker[Session]
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    def ping(self) -> None:
+        """Raise if the database cannot answer a trivial query."""
+        with self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    def dispose_after_fork(self) -> None:
+        """Drop pooled connections inherited from a parent process without closing the parent's."""
+        self.engine.dispose(close=False)
+
+
+def _configure_sqlite(engine: sa.Engine) -> None:
+    """Make pysqlite transactional (so SAVEPOINT and locking behave) and take the write lock up front."""
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        # IMMEDIATE: writers queue on the lock instead of failing on upgrade; fine for the embedded default.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def create_database(url: str) -> Database:
+    """Build the engine for a SQLAlchemy URL; a malformed URL is a ConfigError."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise ConfigError(f"DATABASE_URL is not a valid SQLAlchemy URL: {exc}") from None
+    kwargs: dict = {"future": True}
+    if parsed.get_backend_name() == "postgresql":
+        kwargs.update(pool_pre_ping=True, pool_size=5, max_overflow=10)
+    try:
+        engine = sa.create_engine(parsed, **kwargs)
+    except (sa.exc.ArgumentError, ImportError) as exc:
+        raise ConfigError(f"DATABASE_URL {parsed.render_as_string(hide_password=True)!r}: {exc}") from None
+    if engine.dialect.name == "sqlite":
+        _configure_sqlite(engine)
+    return Database(engine=engine, sessions=sessionmaker(engine, expire_on_commit=False))
+
+
+def alembic_config(url: str) -> AlembicConfig:
+    """An Alembic config pointing at the packaged migrations and the given database."""
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Apply migrations up to `revision`."""
+    command.upgrade(alembic_config(url), revision)
+
+
+def current_revision(engine: sa.Engine) -> str | None:
+    """The migration revision the database is at, or None when it has none."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def alembic_head() -> str:
+    """The newest migration revision shipped with this package."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()

@@ -1,0 +1,137 @@
+"""`webhook-service demo`: the embedded service end to end, driven over HTTP as Stripe would."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import secrets
+import threading
+import time
+from pathlib import Path
+
+import click
+import requests
+import sqlalchemy as sa
+from werkzeug.serving import make_server
+
+from webhook_service import processing
+from webhook_service.config import Config
+from webhook_service.models import Customer, Invoice
+from webhook_service.services import get_services
+from webhook_service.signature import sign
+
+#: The repository's fixtures, next to the package in a source checkout.
+DEFAULT_FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "events"
+#: How long the demo waits for the worker to mirror everything it sent.
+PROCESSING_TIMEOUT_SECONDS = 60
+#: Every n-th event is delivered twice, as Stripe sometimes does.
+REDELIVER_EVERY = 4
+
+
+def load_fixture_bodies(folder: Path) -> list[bytes]:
+    """The raw bodies of every fixture event, in file order."""
+    files = sorted(folder.rglob("*.json"))
+    return [path.read_bytes() for path in files]
+
+
+def _money(amount: int | None, currency: str | None) -> str:
+    if amount is None:
+        return "-"
+    return f"{amount / 100:,.2f} {(currency or '').upper()}"
+
+
+def render_invoice_table(session) -> str:
+    """The mirrored invoices as a text table."""
+    rows = session.execute(
+        sa.select(Invoice, Customer.name)
+        .join(Customer, Customer.id == Invoice.customer_id, isouter=True)
+        .where(Invoice.deleted_at.is_(None))
+        .order_by(Customer.name, Invoice.created_at)
+    ).all()
+    header = ("number", "customer", "status", "total", "amount remaining")
+    table = [header] + [
+        (
+            inv.number or f"(draft {inv.id[-6:]})",
+            name or inv.customer_id or "-",
+            inv.status,
+            _money(inv.total, inv.currency),
+            _money(inv.amount_remaining, inv.currency),
+        )
+        for inv, name in rows
+    ]
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
+    lines = []
+    for index, row in enumerate(table):
+        cells = [
+            str(cell).rjust(w) if i >= 3 else str(cell).ljust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+        if index == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def run_demo(config: Config, fixtures_dir: str | None, seed: int, log_level: str = "WARNING") -> int:
+    """Start the embedded service, deliver the fixtures, wait, print. Returns the exit status."""
+    from webhook_service.cli import build_app_or_exit
+    from webhook_service.workers import EmbeddedWorker
+
+    secret = config.webhook_secrets[0] if config.webhook_secrets else f"whsec_demo{secrets.token_hex(16)}"
+    config = config.with_overrides(
+        webhook_secrets=(secret,) + config.webhook_secrets[1:], log_level=log_level
+    )
+    app = build_app_or_exit(config=config, auto_upgrade=True)
+    services = get_services(app)
+    worker = EmbeddedWorker(app)
+    worker.start()
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one access line per delivery drowns the table
+    thread = threading.Thread(target=server.serve_forever, name="demo-http", daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_port}/webhooks/stripe"
+    try:
+        bodies = load_fixture_bodies(Path(fixtures_dir) if fixtures_dir else DEFAULT_FIXTURES)
+        if not bodies:
+            click.echo("No fixture events found.", err=True)
+            return 1
+        deliveries = bodies + bodies[::REDELIVER_EVERY]
+        random.Random(seed).shuffle(deliveries)
+        click.echo(
+            f"Delivering {len(deliveries)} signed events ({len(bodies)} distinct, in shuffled order) to {url}"
+        )
+        counts = {"accepted": 0, "duplicate": 0, "error": 0}
+        with requests.Session() as http:
+            for body in deliveries:
+                response = http.post(
+                    url, data=body,
+                    headers={"Content-Type": "application/json", "Stripe-Signature": sign(body, secret)},
+                    timeout=10,
+                )  # fmt: skip
+                if response.status_code != 200:
+                    counts["error"] += 1
+                    click.echo(f"  {response.status_code}: {response.text.strip()}", err=True)
+                elif response.json().get("duplicate"):
+                    counts["duplicate"] += 1
+                else:
+                    counts["accepted"] += 1
+        click.echo(
+            f"Stripe got 2xx for {counts['accepted'] + counts['duplicate']} deliveries "
+            f"({counts['duplicate']} recognised as duplicates), {counts['error']} errors"
+        )
+        deadline = time.monotonic() + PROCESSING_TIMEOUT_SECONDS
+        while (pending := processing.pending_count(services.db)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if pending:
+            click.echo(f"{pending} events still unprocessed after {PROCESSING_TIMEOUT_SECONDS}s", err=True)
+        with services.db.sessions() as session:
+            statuses = dict(
+                session.execute(sa.text("SELECT status, count(*) FROM stripe_events GROUP BY status")).all()
+            )
+            click.echo(f"Event log: {json.dumps(statuses, sort_keys=True)}\n")
+            click.echo(render_invoice_table(session))
+        return 0 if not pending and not counts["error"] else 1
+    finally:
+        server.shutdown()
+        worker.stop()

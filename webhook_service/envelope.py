@@ -1,0 +1,101 @@
+"""Reading a verified webhook body as a Stripe event envelope, and deciding whether we use it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from handlers import HANDLED_TYPES
+from webhook_service.errors import InvalidPayload
+from webhook_service.models import EventStatus
+
+#: Stripe event ids are short; anything longer is not one and would not fit the log's key.
+MAX_EVENT_ID_LENGTH = 255
+THIN_EVENT_OBJECT = "v2.core.event"
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """What the event log records about an event, besides its raw payload."""
+
+    id: str
+    type: str
+    api_version: str | None
+    livemode: bool
+    account: str | None
+    object_id: str | None
+    created: datetime | None
+    status: EventStatus
+    ignored_reason: str | None = None
+
+
+def _timestamp(value) -> datetime | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return datetime.fromtimestamp(value, UTC)
+
+
+def parse_envelope(body: bytes, accept_mode: str = "any") -> Envelope:
+    """Parse a verified body into an Envelope, deciding between queued and ignored.
+
+    :raises InvalidPayload: the body is not JSON, or not a Stripe event object.
+    """
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidPayload("Body is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise InvalidPayload("Body is JSON but not an object; expected a Stripe event.")
+    kind = data.get("object")
+    if kind not in ("event", THIN_EVENT_OBJECT):
+        raise InvalidPayload(f"Body is not a Stripe event: object is {kind!r}, expected 'event'.")
+    event_id, event_type = data.get("id"), data.get("type")
+    if not isinstance(event_id, str) or not event_id or len(event_id) > MAX_EVENT_ID_LENGTH:
+        raise InvalidPayload("Event has no usable id.")
+    if not isinstance(event_type, str) or not event_type:
+        raise InvalidPayload(f"Event {event_id!r} has no type.")
+    livemode = data.get("livemode") is True
+    common = {
+        "id": event_id,
+        "type": event_type,
+        "livemode": livemode,
+        "account": data.get("account") if isinstance(data.get("account"), str) else None,
+        "created": _timestamp(data.get("created")),
+    }
+    if kind == THIN_EVENT_OBJECT:
+        related = data.get("related_object") if isinstance(data.get("related_object"), dict) else {}
+        return Envelope(
+            **common,
+            api_version=None,
+            object_id=related.get("id") if isinstance(related.get("id"), str) else None,
+            status=EventStatus.IGNORED,
+            ignored_reason="thin event: it carries no object to mirror; use a snapshot event destination",
+        )
+    event_data = data.get("data")
+    obj = event_data.get("object") if isinstance(event_data, dict) else None
+    if not isinstance(obj, dict):
+        raise InvalidPayload(f"Event {event_id!r} has no data.object.")
+    object_id = obj.get("id") if isinstance(obj.get("id"), str) else None
+    api_version = data.get("api_version") if isinstance(data.get("api_version"), str) else None
+    reason = _ignored_reason(event_type, object_id, livemode, accept_mode)
+    return Envelope(
+        **common,
+        api_version=api_version,
+        object_id=object_id,
+        status=EventStatus.IGNORED if reason else EventStatus.QUEUED,
+        ignored_reason=reason,
+    )
+
+
+def _ignored_reason(event_type: str, object_id: str | None, livemode: bool, accept_mode: str) -> str | None:
+    if accept_mode == "live" and not livemode:
+        return "test-mode event while STRIPE_ACCEPT_MODE=live"
+    if accept_mode == "test" and livemode:
+        return "live-mode event while STRIPE_ACCEPT_MODE=test"
+    if event_type not in HANDLED_TYPES:
+        return f"event type {event_type} is not handled by this service"
+    if object_id is None:
+        # invoice.upcoming describes a preview that has no id and never becomes a row.
+        return f"{event_type} carries an object without an id"
+    return None

@@ -1,0 +1,106 @@
+"""Typed errors and the one place that turns them into HTTP responses."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+logger = logging.getLogger(__name__)
+
+
+class ConfigError(Exception):
+    """Configuration is missing or malformed; the process should stop with this one line."""
+
+
+class ServiceError(Exception):
+    """Base of errors that map to an HTTP status and a stable machine-readable code."""
+
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidSignature(ServiceError):
+    """The Stripe-Signature header is missing, malformed, wrong or outside the tolerance."""
+
+    status_code = 400
+    code = "invalid_signature"
+
+
+class InvalidPayload(ServiceError):
+    """The body is not a JSON Stripe event."""
+
+    status_code = 400
+    code = "invalid_payload"
+
+
+class BadRequest(ServiceError):
+    """A request parameter is invalid."""
+
+    status_code = 400
+    code = "bad_request"
+
+
+class Unauthorized(ServiceError):
+    """No valid API key."""
+
+    status_code = 401
+    code = "unauthorized"
+
+
+class NotFound(ServiceError):
+    """The named resource does not exist."""
+
+    status_code = 404
+    code = "not_found"
+
+
+class ServiceUnavailable(ServiceError):
+    """A dependency (queue or database) is down; the caller should retry later."""
+
+    status_code = 503
+    code = "service_unavailable"
+
+
+class PermanentEventError(Exception):
+    """An event that can never be processed as it is (a malformed object); retrying will not help."""
+
+
+def error_body(status_code: int, code: str, message: str):
+    """Render the JSON error shape every endpoint shares."""
+    response = jsonify({"error": code, "message": message})
+    response.status_code = status_code
+    return response
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Map typed errors and HTTP exceptions to JSON, in one place."""
+
+    @app.errorhandler(ServiceError)
+    def _service_error(exc: ServiceError):
+        return error_body(exc.status_code, exc.code, exc.message)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        code = (exc.name or "error").lower().replace(" ", "_")
+        if exc.code == 413:
+            message = "Request body is larger than the 1 MiB limit for a Stripe event."
+        elif exc.code == 405:
+            message = f"Method not allowed here; allowed: {', '.join(sorted(exc.valid_methods or []))}."
+        else:
+            message = exc.description or exc.name
+        response = error_body(exc.code or 500, code, message)
+        if exc.code == 405 and getattr(exc, "valid_methods", None):
+            response.headers["Allow"] = ", ".join(sorted(exc.valid_methods))
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        # Logged with the traceback but never the request body; Sentry sees it through its integration.
+        logger.exception("unhandled error: %s", type(exc).__name__)
+        return error_body(500, "internal_error", "Internal error; it has been logged.")

@@ -1,0 +1,34 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+from webhook_service.services import get_services
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz():
+    """The process is alive; checks nothing else."""
+    return {"status": "ok"}, 200
+
+
+@bp.get("/readyz")
+def readyz():
+    """Redis and the database are reachable; 503 names whichever is not."""
+    services = get_services()
+    checks = {}
+    for name, probe in (("database", services.db.ping), ("redis", services.queue.ping)):
+        try:
+            probe()
+            checks[name] = "ok"
+        except Exception as exc:  # noqa: BLE001 - any failure means not ready; the type says which
+            checks[name] = f"unavailable ({type(exc).__name__})"
+    ready = all(value == "ok" for value in checks.values())
+    down = [name for name, value in checks.items() if value != "ok"]
+    body = {"status": "ready" if ready else "unavailable", "checks": checks}
+    if not ready:
+        body["message"] = f"Not ready: {', '.join(down)} unreachable."
+    return body, 200 if ready else 503

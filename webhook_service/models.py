@@ -1,0 +1,214 @@
+"""Tables of the portal database. They change only through migrations (see docs/schema.md)."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC on the way in and out, on SQLite as on PostgreSQL."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: the database stores UTC only")
+        value = value.astimezone(UTC)
+        # SQLite has no time zones: store naive UTC text so it sorts and compares correctly.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    """Now, as an aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+        }
+    )
+
+
+class EventStatus(enum.StrEnum):
+    """Where an accepted event stands. `retrying` means failed with a retry scheduled."""
+
+    QUEUED = "queued"
+    PROCESSED = "processed"
+    IGNORED = "ignored"
+    RETRYING = "retrying"
+    FAILED = "failed"
+
+
+class InvoiceStatus(enum.StrEnum):
+    """Portal status of an invoice; ranks order them so status never moves backwards."""
+
+    DRAFT = "draft"
+    OPEN = "open"
+    PAST_DUE = "past_due"
+    UNCOLLECTIBLE = "uncollectible"
+    PAID = "paid"
+    VOID = "void"
+
+
+class StripeEvent(Base):
+    """The event log: every accepted delivery's event, once, with its raw payload (the durable copy)."""
+
+    __tablename__ = "stripe_events"
+
+    id: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+    type: Mapped[str] = mapped_column(sa.String(100))
+    api_version: Mapped[str | None] = mapped_column(sa.String(64))
+    livemode: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    account: Mapped[str | None] = mapped_column(sa.String(255))
+    object_id: Mapped[str | None] = mapped_column(sa.String(255))
+    created: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(sa.String(16))
+    attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+    ignored_reason: Mapped[str | None] = mapped_column(sa.Text)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    payload: Mapped[str] = mapped_column(sa.Text)
+
+    __table_args__ = (
+        sa.Index("ix_stripe_events_status_received", "status", "received_at"),
+        sa.Index("ix_stripe_events_type_created", "type", "created"),
+        sa.Index("ix_stripe_events_object_id", "object_id"),
+    )
+
+
+class Customer(Base):
+    """A Stripe customer; created from an invoice's hints when the invoice arrives first."""
+
+    __tablename__ = "customers"
+
+    id: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+    name: Mapped[str | None] = mapped_column(sa.String(512))
+    email: Mapped[str | None] = mapped_column(sa.String(512))
+    currency: Mapped[str | None] = mapped_column(sa.String(3))
+    livemode: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    #: Sortable key of the data the row holds: customer events ("1…") outrank invoice hints ("0…").
+    version_key: Mapped[str] = mapped_column(sa.String(300), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Invoice(Base):
+    """The mirrored invoice, from the newest snapshot seen (see docs/design.md for "newest")."""
+
+    __tablename__ = "invoices"
+
+    id: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+    number: Mapped[str | None] = mapped_column(sa.String(255))
+    customer_id: Mapped[str | None] = mapped_column(sa.ForeignKey("customers.id"))
+    status: Mapped[str] = mapped_column(sa.String(16), default=InvoiceStatus.DRAFT.value)
+    stripe_status: Mapped[str | None] = mapped_column(sa.String(32))
+    currency: Mapped[str | None] = mapped_column(sa.String(3))
+    subtotal: Mapped[int | None] = mapped_column(sa.BigInteger)
+    tax: Mapped[int | None] = mapped_column(sa.BigInteger)
+    total: Mapped[int | None] = mapped_column(sa.BigInteger)
+    amount_due: Mapped[int | None] = mapped_column(sa.BigInteger)
+    amount_paid: Mapped[int | None] = mapped_column(sa.BigInteger)
+    amount_remaining: Mapped[int | None] = mapped_column(sa.BigInteger)
+    credit_applied: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    starting_balance: Mapped[int | None] = mapped_column(sa.BigInteger)
+    ending_balance: Mapped[int | None] = mapped_column(sa.BigInteger)
+    collection_method: Mapped[str | None] = mapped_column(sa.String(32))
+    billing_reason: Mapped[str | None] = mapped_column(sa.String(64))
+    subscription_id: Mapped[str | None] = mapped_column(sa.String(255))
+    attempt_count: Mapped[int] = mapped_column(sa.Integer, default=0)
+    created_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    issued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    due_date: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    voided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    marked_uncollectible_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    period_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    period_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    hosted_invoice_url: Mapped[str | None] = mapped_column(sa.Text)
+    invoice_pdf: Mapped[str | None] = mapped_column(sa.Text)
+    livemode: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    #: True when Stripe's payload listed only the first page of lines (`lines.has_more`).
+    lines_truncated: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Sortable key of the snapshot the row holds; "" for a row being created.
+    version_key: Mapped[str] = mapped_column(sa.String(300), default="")
+    source_event_id: Mapped[str | None] = mapped_column(sa.String(255))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    lines: Mapped[list[InvoiceLine]] = relationship(
+        back_populates="invoice", cascade="all, delete-orphan", order_by="InvoiceLine.position"
+    )
+    status_history: Mapped[list[InvoiceStatusChange]] = relationship(
+        back_populates="invoice", cascade="all, delete-orphan", order_by="InvoiceStatusChange.at"
+    )
+
+    __table_args__ = (
+        sa.Index("ix_invoices_customer_issued", "customer_id", "issued_at"),
+        sa.Index("ix_invoices_status_due", "status", "due_date"),
+        sa.Index("ix_invoices_issued_at", "issued_at"),
+        sa.Index("ix_invoices_number", "number"),
+    )
+
+
+class InvoiceLine(Base):
+    """One line of the invoice's newest snapshot, with its portal category."""
+
+    __tablename__ = "invoice_lines"
+
+    invoice_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("invoices.id", ondelete="CASCADE"), primary_key=True
+    )
+    id: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+    position: Mapped[int] = mapped_column(sa.Integer)
+    description: Mapped[str | None] = mapped_column(sa.Text)
+    category: Mapped[str] = mapped_column(sa.String(16))
+    amount: Mapped[int] = mapped_column(sa.BigInteger)
+    currency: Mapped[str | None] = mapped_column(sa.String(3))
+    quantity: Mapped[int | None] = mapped_column(sa.BigInteger)
+    price_id: Mapped[str | None] = mapped_column(sa.String(255))
+    proration: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    period_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    period_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    invoice: Mapped[Invoice] = relationship(back_populates="lines")
+
+
+class InvoiceStatusChange(Base):
+    """Audit trail: one row per status an invoice entered, with the event that showed it first."""
+
+    __tablename__ = "invoice_status_history"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    invoice_id: Mapped[str] = mapped_column(sa.ForeignKey("invoices.id", ondelete="CASCADE"))
+    from_status: Mapped[str | None] = mapped_column(sa.String(16))
+    to_status: Mapped[str] = mapped_column(sa.String(16))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    event_id: Mapped[str] = mapped_column(sa.String(255))
+    #: Which observation of this status wins (causing event type first, then earliest); internal.
+    observation_key: Mapped[str] = mapped_column(sa.String(300))
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    invoice: Mapped[Invoice] = relationship(back_populates="status_history")
+
+    __table_args__ = (sa.UniqueConstraint("invoice_id", "to_status"),)

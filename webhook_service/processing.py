@@ -1,0 +1,202 @@
+"""Turning accepted events into mirror rows: batch drains, single-event attempts, recovery.
+
+Exactly-once effect comes from the database, not the queue: an event's changes and its
+`processed` mark commit in one transaction, so a crash anywhere leaves it `queued` and a
+later drain redoes it from scratch; handlers are idempotent merges, so redoing is harmless.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import redis
+import sqlalchemy as sa
+
+import handlers
+from webhook_service import eventlog
+from webhook_service.db import Database
+from webhook_service.errors import PermanentEventError
+from webhook_service.models import EventStatus, StripeEvent, utcnow
+from webhook_service.queue import EventQueue
+
+logger = logging.getLogger("webhook_service.events")
+
+#: Queued events older than this with no drain in sight are picked up by recovery.
+STALE_QUEUED_AFTER = timedelta(seconds=30)
+#: A retry is presumed lost (Redis restarted empty) this long after it was due.
+LOST_RETRY_GRACE = timedelta(seconds=120)
+
+
+@dataclass
+class DrainResult:
+    """What one drain job did."""
+
+    processed: int = 0
+    batches: int = 0
+    failed: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"processed": self.processed, "batches": self.batches, "failed": self.failed}
+
+
+class EventFailed(Exception):
+    """A single-event attempt failed; the event log already records why."""
+
+
+def drain(db: Database, queue: EventQueue, batch_size: int, max_batches: int | None = None) -> DrainResult:
+    """Process queued events in batches until none are left (or `max_batches` ran)."""
+    queue.take_ticket()
+    result = DrainResult()
+    while max_batches is None or result.batches < max_batches:
+        claimed = _drain_batch(db, queue, batch_size)
+        if claimed is None:
+            break
+        result.batches += 1
+        ok_ids, failed_ids = claimed
+        result.processed += len(ok_ids)
+        for event_id in failed_ids:
+            if _attempt_in_drain(db, queue, event_id):
+                result.processed += 1
+            else:
+                result.failed.append(event_id)
+    return result
+
+
+def _drain_batch(db: Database, queue: EventQueue, batch_size: int) -> tuple[list[str], list[str]] | None:
+    """One transaction over a batch. Returns (processed ids, ids to try one by one), or None when empty."""
+    started = time.perf_counter()
+    ids: list[str] = []
+    with db.sessions() as session:
+        try:
+            with session.begin():
+                rows = eventlog.claim_queued(session, batch_size)
+                if not rows:
+                    return None
+                ids = [row.id for row in rows]
+                if len(rows) == batch_size:
+                    _invite_helper(queue)
+                parsed = [(row, json.loads(row.payload)) for row in rows]
+                parsed.sort(
+                    key=lambda pair: (pair[0].object_id or "", pair[1].get("created") or 0, pair[0].id)
+                )
+                events = [event for _, event in parsed]
+                handlers.lock_related_rows(session, events)
+                for event in events:
+                    handlers.handle(event, session)
+                eventlog.mark_processed(session, rows)
+                summaries = [(row.id, row.type, row.attempts) for row in rows]
+        except Exception as exc:  # one bad event must not block the others: retry them one by one
+            session.rollback()
+            if not ids:
+                raise  # nothing was claimed: the database itself is failing
+            logger.warning(
+                "batch of %d failed (%s); processing its events one by one", len(ids), type(exc).__name__
+            )
+            return [], ids
+    elapsed_ms = (time.perf_counter() - started) * 1000 / max(len(ids), 1)
+    for event_id, event_type, attempt in summaries:
+        _log_outcome(event_id, event_type, "processed", elapsed_ms, attempt)
+    return ids, []
+
+
+def _invite_helper(queue: EventQueue) -> None:
+    """A full batch means a backlog: ask for another drain so an idle worker can join in."""
+    try:
+        queue.request_drain()
+    except redis.RedisError:
+        logger.warning("could not request a helper drain; this drain continues alone")
+
+
+def process_one(db: Database, event_id: str) -> str:
+    """Process one event in its own transaction; a no-op when it is already done.
+
+    :return: "processed", or "skipped" when the event was already processed or ignored.
+    :raises PermanentEventError: the event can never be processed as it is.
+    :raises Exception: whatever the handler raised; nothing was changed.
+    """
+    started = time.perf_counter()
+    with db.sessions() as session, session.begin():
+        row = eventlog.lock_event(session, event_id)
+        if row is None:
+            raise PermanentEventError(f"event {event_id} is not in the event log")
+        if row.status in (EventStatus.PROCESSED.value, EventStatus.IGNORED.value):
+            return "skipped"
+        event = json.loads(row.payload)
+        handlers.lock_related_rows(session, [event])
+        handlers.handle(event, session)
+        eventlog.mark_processed(session, [row])
+        attempt, event_type = row.attempts, row.type
+    _log_outcome(event_id, event_type, "processed", (time.perf_counter() - started) * 1000, attempt)
+    return "processed"
+
+
+def record_attempt_failure(db: Database, event_id: str, exc: BaseException, retry_in: int | None) -> None:
+    """Write the failure to the event log; `retry_in=None` means no retry will follow."""
+    error = f"{type(exc).__name__}: {exc}"
+    next_at = utcnow() + timedelta(seconds=retry_in) if retry_in is not None else None
+    with db.sessions() as session, session.begin():
+        eventlog.record_failure(session, event_id, error, next_at)
+        row = session.get(StripeEvent, event_id)
+        event_type, attempts = (row.type, row.attempts) if row else ("?", 0)
+    outcome = "retrying" if retry_in is not None else "failed"
+    _log_outcome(event_id, event_type, outcome, None, attempts, error=error, retry_in=retry_in)
+
+
+def _attempt_in_drain(db: Database, queue: EventQueue, event_id: str) -> bool:
+    """Try one event of a failed batch; on failure hand it to a per-event job with backoff."""
+    try:
+        return process_one(db, event_id) in ("processed", "skipped")
+    except PermanentEventError as exc:
+        record_attempt_failure(db, event_id, exc, None)
+        # One more run that fails at once puts the event, with its reason, in RQ's failed registry.
+        _schedule(queue, event_id, delay=0, retries=())
+    except Exception as exc:  # noqa: BLE001 - the reason is recorded and the event retried
+        intervals = queue.retry_intervals
+        delay = intervals[0] if intervals else None
+        record_attempt_failure(db, event_id, exc, delay)
+        _schedule(queue, event_id, delay=delay or 0, retries=intervals[1:])
+    return False
+
+
+def _schedule(queue: EventQueue, event_id: str, delay: int, retries) -> None:
+    try:
+        queue.enqueue_event(event_id, delay_seconds=delay, retries=retries)
+    except redis.RedisError:
+        # The event log says `retrying` with a due time; recovery enqueues it once Redis is back.
+        logger.warning("could not schedule a retry for %s; recovery will pick it up", event_id)
+
+
+def recover(db: Database, queue: EventQueue) -> dict:
+    """Re-enqueue what the event log says is owed but the queue may have lost (e.g. Redis restarted empty)."""
+    with db.sessions() as session:
+        stale = eventlog.stale_queued_exist(session, STALE_QUEUED_AFTER)
+        lost = eventlog.overdue_retries(session, LOST_RETRY_GRACE)
+    if stale:
+        queue.enqueue_drain()
+    rescheduled = sum(1 for event_id in lost if queue.enqueue_event(event_id, retries=()))
+    if stale or rescheduled:
+        logger.info(
+            "recovery: drain %s, %d lost retries re-enqueued",
+            "enqueued" if stale else "not needed",
+            rescheduled,
+        )
+    return {"drain": stale, "retries": rescheduled}
+
+
+def pending_count(db: Database) -> int:
+    """Events accepted but not yet processed (queued or waiting for a retry)."""
+    with db.sessions() as session:
+        stmt = sa.select(sa.func.count()).where(StripeEvent.status.in_(eventlog.PENDING_STATUSES))
+        return session.scalar(stmt) or 0
+
+
+def _log_outcome(event_id, event_type, outcome, duration_ms, attempt, **extra) -> None:
+    fields = {"event_id": event_id, "type": event_type, "outcome": outcome, "attempt": attempt}
+    if duration_ms is not None:
+        fields["duration_ms"] = round(duration_ms, 2)
+    fields.update({k: v for k, v in extra.items() if v is not None})
+    logger.info("event %s", outcome, extra={"fields": fields})

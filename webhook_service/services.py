@@ -1,0 +1,32 @@
+"""The per-app bundle of clients (config, database, queue), kept in `app.extensions`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import Flask, current_app
+
+from webhook_service.config import Config
+from webhook_service.db import Database
+from webhook_service.queue import EventQueue
+
+EXTENSION_KEY = "webhook_service"
+
+
+@dataclass
+class Services:
+    """What request handlers, jobs and commands need, built once by the factory."""
+
+    config: Config
+    db: Database
+    queue: EventQueue
+
+
+def init_app(app: Flask, services: Services) -> None:
+    """Attach the services to the app."""
+    app.extensions[EXTENSION_KEY] = services
+
+
+def get_services(app: Flask | None = None) -> Services:
+    """The services of the given app, or of the current one."""
+    return (app or current_app).extensions[EXTENSION_KEY]
