@@ -28,7 +28,7 @@ DEFAULT_RETRY_INTERVALS = (10, 60, 300, 1800, 3600)
 class Config:
     """Everything the service reads from its environment, validated."""
 
-    webhook_secrets: tuple[str, ...] = ()
+    webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
     tolerance: int = DEFAULT_TOLERANCE_SECONDS
     accept_mode: str = "any"
     stripe_api_key: str | None = field(default=None, repr=False)

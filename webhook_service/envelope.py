@@ -6,7 +6,9 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from handlers import HANDLED_TYPES
+import handlers
+
+# `import handlers`, not `from handlers import …`: handlers imports webhook_service modules too.
 from webhook_service.errors import InvalidPayload
 from webhook_service.models import EventStatus
 
@@ -93,7 +95,7 @@ def _ignored_reason(event_type: str, object_id: str | None, livemode: bool, acce
         return "test-mode event while STRIPE_ACCEPT_MODE=live"
     if accept_mode == "test" and livemode:
         return "live-mode event while STRIPE_ACCEPT_MODE=test"
-    if event_type not in HANDLED_TYPES:
+    if event_type not in handlers.HANDLED_TYPES:
         return f"event type {event_type} is not handled by this service"
     if object_id is None:
         # invoice.upcoming describes a preview that has no id and never becomes a row.

@@ -48,9 +48,14 @@ def record_event(engine: sa.Engine, envelope: Envelope, payload: bytes, now: dat
         "processed_at": received if envelope.status is EventStatus.IGNORED else None,
         "payload": payload.decode("utf-8"),
     }
+    stmt = (
+        _insert(engine)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["id"])
+        .returning(StripeEvent.id)
+    )
     with engine.begin() as conn:
-        result = conn.execute(_insert(conn).values(**values).on_conflict_do_nothing(index_elements=["id"]))
-    return result.rowcount == 1
+        return conn.execute(stmt).first() is not None
 
 
 def claim_queued(session: Session, limit: int) -> list[StripeEvent]:
@@ -77,8 +82,7 @@ def mark_processed(session: Session, events: Sequence[StripeEvent], now: datetim
         event.status = EventStatus.PROCESSED.value
         event.attempts = (event.attempts or 0) + 1
         event.processed_at = done
-        event.last_error = None
-        event.next_attempt_at = None
+        event.next_attempt_at = None  # last_error stays: what the earlier attempts hit
 
 
 def record_failure(

@@ -170,11 +170,16 @@ def _schedule(queue: EventQueue, event_id: str, delay: int, retries) -> None:
         logger.warning("could not schedule a retry for %s; recovery will pick it up", event_id)
 
 
-def recover(db: Database, queue: EventQueue) -> dict:
+def recover(
+    db: Database,
+    queue: EventQueue,
+    stale_after: timedelta = STALE_QUEUED_AFTER,
+    lost_after: timedelta = LOST_RETRY_GRACE,
+) -> dict:
     """Re-enqueue what the event log says is owed but the queue may have lost (e.g. Redis restarted empty)."""
     with db.sessions() as session:
-        stale = eventlog.stale_queued_exist(session, STALE_QUEUED_AFTER)
-        lost = eventlog.overdue_retries(session, LOST_RETRY_GRACE)
+        stale = eventlog.stale_queued_exist(session, stale_after)
+        lost = eventlog.overdue_retries(session, lost_after)
     if stale:
         queue.enqueue_drain()
     rescheduled = sum(1 for event_id in lost if queue.enqueue_event(event_id, retries=()))

@@ -1,0 +1,212 @@
+"""Shared fixtures: real PostgreSQL and Redis (the machine's), SQLite as the embedded default.
+
+Every test that asks for `services` or `app` runs once per database backend. PostgreSQL gets a
+throwaway database per test run; Redis gets one logical database, flushed around each test.
+A missing service is an error, never a skip: CI must not pass by testing nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+import sqlalchemy as sa
+
+from webhook_service import create_app
+from webhook_service.config import Config
+from webhook_service.db import upgrade
+from webhook_service.models import Base
+from webhook_service.services import get_services
+from webhook_service.signature import sign
+
+SECRET = "whsec_test_primary_0123456789abcdef"
+OTHER_SECRET = "whsec_test_rolled_fedcba9876543210"
+PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://root@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "events"
+
+
+def _require(what: str, check) -> None:
+    try:
+        check()
+    except Exception as exc:  # noqa: BLE001
+        pytest.exit(
+            f"{what} is not reachable ({exc}); start it (see .ci/run) — tests never skip it", returncode=3
+        )
+
+
+@pytest.fixture(scope="session")
+def postgresql_database_url():
+    """A fresh PostgreSQL database for this run, migrated to head, dropped at the end."""
+    _require(
+        "PostgreSQL at " + PG_ADMIN_URL, lambda: psycopg.connect(PG_ADMIN_URL, connect_timeout=3).close()
+    )
+    name = f"whs_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = sa.engine.make_url(PG_ADMIN_URL)
+    url = base.set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
+    upgrade(url)
+    yield url
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def sqlite_database_url(tmp_path_factory):
+    """A SQLite file migrated to head (the embedded default)."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'portal.db'}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="session", params=["postgresql", "sqlite"])
+def database_url(request):
+    """Each database-backed test runs on PostgreSQL and on SQLite."""
+    return request.getfixturevalue(f"{request.param}_database_url")
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    _require("Redis at " + REDIS_URL, lambda: redis.Redis.from_url(REDIS_URL, socket_timeout=3).ping())
+    return REDIS_URL
+
+
+def _clean(database_url: str) -> None:
+    engine = sa.create_engine(database_url)
+    tables = [table.name for table in reversed(Base.metadata.sorted_tables)]
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(sa.text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for table in tables:
+                conn.execute(sa.text(f"DELETE FROM {table}"))
+    engine.dispose()
+
+
+def make_config(database_url: str, redis_url: str | None, **overrides) -> Config:
+    """A test configuration: known secret, short retry intervals."""
+    values = {
+        "webhook_secrets": (SECRET,),
+        "database_url": database_url,
+        "database_url_is_default": False,
+        "redis_url": redis_url,
+        "retry_intervals": (1, 1),
+        "log_level": "WARNING",
+    }
+    values.update(overrides)
+    return Config(**values)
+
+
+@pytest.fixture
+def config_overrides():
+    """Override in a module or test to change the app's Config."""
+    return {}
+
+
+@pytest.fixture
+def app(database_url, redis_url, config_overrides):
+    _clean(database_url)
+    connection = redis.Redis.from_url(redis_url)
+    connection.flushdb()
+    application = create_app(make_config(database_url, redis_url, **config_overrides))
+    yield application
+    get_services(application).db.engine.dispose()
+    connection.flushdb()
+    connection.close()
+
+
+@pytest.fixture
+def services(app):
+    return get_services(app)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+class StripeSender:
+    """Posts events to the test client exactly as Stripe would: raw JSON, signed at send time."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def post(self, event: dict | bytes, *, secret: str = SECRET, timestamp: int | None = None, header=None):
+        body = event if isinstance(event, bytes) else json.dumps(event).encode()
+        signature = header if header is not None else sign(body, secret, timestamp)
+        headers = {"Content-Type": "application/json"}
+        if signature:
+            headers["Stripe-Signature"] = signature
+        return self.client.post("/webhooks/stripe", data=body, headers=headers)
+
+
+@pytest.fixture
+def stripe(client):
+    return StripeSender(client)
+
+
+def load_fixture_events() -> list[dict]:
+    """Every committed fixture event, in file order (their true order within each API version)."""
+    return [json.loads(path.read_text()) for path in sorted(FIXTURES.rglob("*.json"))]
+
+
+@pytest.fixture
+def fixture_events():
+    return load_fixture_events()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RedisServer:
+    """A private redis-server on a free port, for drills that stop or restart Redis."""
+
+    def __init__(self, tmp_path: Path):
+        self.port = free_port()
+        self.dir = tmp_path
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                redis.Redis(port=self.port, socket_timeout=0.5).ping()
+                return
+            except redis.RedisError:
+                time.sleep(0.05)
+        raise RuntimeError("private redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()

@@ -1,0 +1,62 @@
+"""Helpers shared by tests: run real workers, and read the mirror back as comparable data."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from webhook_service.models import Customer, Invoice, InvoiceLine, InvoiceStatusChange, StripeEvent
+from webhook_service.services import get_services
+from webhook_service.workers import build_worker
+
+#: Our own bookkeeping, not mirrored data: excluded when comparing two mirrors.
+_BOOKKEEPING = {"updated_at", "created_at_row", "recorded_at", "id_history"}
+
+
+def run_worker(app, *, forking: bool = False) -> None:
+    """Run a real RQ worker (with its scheduler) on the app's queue until the queue is empty."""
+    build_worker(app, forking=forking).work(burst=True, with_scheduler=True, logging_level="WARNING")
+
+
+def _row(obj, skip=()) -> tuple:
+    return tuple(
+        (column.key, getattr(obj, column.key))
+        for column in obj.__table__.columns
+        if column.key not in _BOOKKEEPING and column.key not in skip
+    )
+
+
+def mirror_state(app) -> dict:
+    """Everything the portal reads, minus our timestamps, in a stable order."""
+    with get_services(app).db.sessions() as session:
+        return {
+            "invoices": [_row(i) for i in session.scalars(sa.select(Invoice).order_by(Invoice.id))],
+            "lines": [
+                _row(line)
+                for line in session.scalars(
+                    sa.select(InvoiceLine).order_by(InvoiceLine.invoice_id, InvoiceLine.position)
+                )
+            ],
+            "history": [
+                _row(change, skip=("id",))
+                for change in session.scalars(
+                    sa.select(InvoiceStatusChange).order_by(
+                        InvoiceStatusChange.invoice_id, InvoiceStatusChange.at
+                    )
+                )
+            ],
+            "customers": [
+                _row(c, skip=("created_at",))
+                for c in session.scalars(sa.select(Customer).order_by(Customer.id))
+            ],
+        }
+
+
+def event_rows(app) -> dict[str, StripeEvent]:
+    with get_services(app).db.sessions() as session:
+        return {row.id: row for row in session.scalars(sa.select(StripeEvent))}
+
+
+def invoices_by_number(app) -> dict[str, Invoice]:
+    with get_services(app).db.sessions() as session:
+        rows = session.scalars(sa.select(Invoice)).all()
+        return {row.number or row.id: row for row in rows}
