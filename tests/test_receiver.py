@@ -70,7 +70,8 @@ def test_secret_rolling_accepts_either_secret_and_multi_v1_headers(stripe, servi
     body = json.dumps(fixture_events[0]).encode()
     assert stripe.post(body, secret=OTHER_SECRET).status_code == 200
     now = int(time.time())
-    header = f"t={now},v1={compute_signature(body, now, 'whsec_unknown_000000000')},v1={compute_signature(body, now, SECRET)}"
+    unknown = compute_signature(body, now, "whsec_unknown_000000000")
+    header = f"t={now},v1={unknown},v1={compute_signature(body, now, SECRET)}"
     assert stripe.post(body, header=header).get_json()["duplicate"] is True
 
 
