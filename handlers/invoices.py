@@ -144,7 +144,7 @@ def _observe_status(invoice: Invoice, event: dict, obj: dict, status: str) -> No
     for entered, key in seen:
         _merge_observation(invoice, entered, _status_entered_at(event, obj, entered), event["id"], key)
     previous = None
-    for row in sorted(invoice.status_history, key=lambda r: (STATUS_RANK[r.to_status], r.at)):
+    for row in sorted(invoice.status_history, key=lambda r: r.rank):
         if row.from_status != previous:
             row.from_status = previous
         previous = row.to_status
@@ -154,7 +154,9 @@ def _merge_observation(invoice: Invoice, status: str, at: datetime, event_id: st
     existing = next((row for row in invoice.status_history if row.to_status == status), None)
     if existing is None:
         invoice.status_history.append(
-            InvoiceStatusChange(to_status=status, at=at, event_id=event_id, observation_key=key)
+            InvoiceStatusChange(
+                to_status=status, rank=STATUS_RANK[status], at=at, event_id=event_id, observation_key=key
+            )
         )
     elif key < existing.observation_key:
         existing.at, existing.event_id, existing.observation_key = at, event_id, key

@@ -80,8 +80,8 @@ def redis_url():
     return REDIS_URL
 
 
-def _clean(database_url: str) -> None:
-    engine = sa.create_engine(database_url)
+def clean_tables(engine: sa.Engine) -> None:
+    """Empty every table (between tests, or between hypothesis examples)."""
     tables = [table.name for table in reversed(Base.metadata.sorted_tables)]
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
@@ -89,6 +89,11 @@ def _clean(database_url: str) -> None:
         else:
             for table in tables:
                 conn.execute(sa.text(f"DELETE FROM {table}"))
+
+
+def _clean(database_url: str) -> None:
+    engine = sa.create_engine(database_url)
+    clean_tables(engine)
     engine.dispose()
 
 

@@ -40,7 +40,7 @@ def mirror_state(app) -> dict:
                 _row(change, skip=("id",))
                 for change in session.scalars(
                     sa.select(InvoiceStatusChange).order_by(
-                        InvoiceStatusChange.invoice_id, InvoiceStatusChange.at
+                        InvoiceStatusChange.invoice_id, InvoiceStatusChange.rank
                     )
                 )
             ],

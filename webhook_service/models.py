@@ -160,7 +160,7 @@ class Invoice(Base):
         back_populates="invoice", cascade="all, delete-orphan", order_by="InvoiceLine.position"
     )
     status_history: Mapped[list[InvoiceStatusChange]] = relationship(
-        back_populates="invoice", cascade="all, delete-orphan", order_by="InvoiceStatusChange.at"
+        back_populates="invoice", cascade="all, delete-orphan", order_by="InvoiceStatusChange.rank"
     )
 
     __table_args__ = (
@@ -203,6 +203,8 @@ class InvoiceStatusChange(Base):
     invoice_id: Mapped[str] = mapped_column(sa.ForeignKey("invoices.id", ondelete="CASCADE"))
     from_status: Mapped[str | None] = mapped_column(sa.String(16))
     to_status: Mapped[str] = mapped_column(sa.String(16))
+    #: Position of `to_status` in the status order; the trail reads in this order (times can tie).
+    rank: Mapped[int] = mapped_column(sa.SmallInteger)
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     event_id: Mapped[str] = mapped_column(sa.String(255))
     #: Which observation of this status wins (causing event type first, then earliest); internal.

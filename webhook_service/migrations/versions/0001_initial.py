@@ -2,11 +2,12 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-21 07:29:16.717867
+Create Date: 2026-11-21 07:45:13.132113
 """
 
-import sqlalchemy as sa
 from alembic import op
+import sqlalchemy as sa
+
 
 revision = "0001"
 down_revision = None
@@ -15,7 +16,6 @@ depends_on = None
 
 
 def upgrade() -> None:
-
     op.create_table(
         "customers",
         sa.Column("id", sa.String(length=255), nullable=False),
@@ -128,6 +128,7 @@ def upgrade() -> None:
         sa.Column("invoice_id", sa.String(length=255), nullable=False),
         sa.Column("from_status", sa.String(length=16), nullable=True),
         sa.Column("to_status", sa.String(length=16), nullable=False),
+        sa.Column("rank", sa.SmallInteger(), nullable=False),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("event_id", sa.String(length=255), nullable=False),
         sa.Column("observation_key", sa.String(length=300), nullable=False),
@@ -146,7 +147,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-
     op.drop_table("invoice_status_history")
     op.drop_table("invoice_lines")
     with op.batch_alter_table("invoices", schema=None) as batch_op:

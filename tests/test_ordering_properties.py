@@ -1,0 +1,140 @@
+"""Final state depends only on the set of events: any order, duplicates, copies, replays, batching.
+
+Hypothesis permutes realistic invoice lifecycles (both API shapes, two customers) and compares
+the mirror with the one in-order delivery produces, on PostgreSQL and on SQLite.
+"""
+
+import copy
+import json
+
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from builder import NEW_API, OLD_API, Customer, Ids, InvoiceLifecycle, Line
+from tests.conftest import clean_tables
+from tests.helpers import mirror_state
+from webhook_service import eventlog, processing
+from webhook_service.envelope import parse_envelope
+from webhook_service.models import StripeEvent
+
+T = 1_795_000_000
+
+
+def lifecycles() -> list[dict]:
+    """The issue's lifecycles, each event in true order."""
+    ids = Ids("properties")
+    a = Customer("cus_1PropA00000000000000000", "Prop A", "a@example.com")
+    b = Customer("cus_1PropB00000000000000000", "Prop B", "b@example.com")
+
+    def new(customer, api, at, **kw):
+        lines = [
+            Line(ids.make("il"), "Plan", 7000, price_id="price_1P", product_id="prod_1P"),
+            Line(ids.make("il"), "Calls", 1234, 1234, "price_1U", "prod_1U", metered=True),
+        ]
+        return InvoiceLifecycle(ids, customer, api, at, lines, number=f"P-{at}", tax_percent=5, **kw)
+
+    events: list[dict] = []
+    x = new(a, OLD_API, T)  # draft → open → paid
+    events += [x.created(T), x.finalized(T + 10), *x.paid(T + 20)]
+    x = new(a, NEW_API, T + 100)  # open → payment_failed → paid, failure in the finalization second
+    events += [x.created(T + 100), x.finalized(T + 110), x.payment_failed(T + 110), *x.paid(T + 200)]
+    x = new(b, OLD_API, T + 300, collection_method="send_invoice")  # open → uncollectible → paid
+    events += [
+        x.created(T + 300),
+        x.finalized(T + 310),
+        x.marked_uncollectible(T + 400),
+        *x.paid(T + 500, True),
+    ]
+    x = new(b, NEW_API, T + 600, collection_method="send_invoice")  # open → void
+    events += [x.created(T + 600), x.finalized(T + 610), x.voided(T + 700)]
+    x = new(a, NEW_API, T + 800)  # draft edited in its creation second, amounts change, then paid
+    events += [
+        x.created(T + 800),
+        x.updated(
+            T + 800,
+            add_line=Line(
+                ids.make("il"), "Setup", 2500, 1, "price_1S", "prod_1S", invoice_item=ids.make("ii")
+            ),
+        ),
+        x.finalized(T + 810),
+        *x.paid(T + 810),
+    ]
+    return events
+
+
+EVENTS = lifecycles()
+
+
+def _copy_of(event: dict, n: int) -> dict:
+    """Stripe sometimes sends two Event objects for one change: same object, new event id."""
+    twin = copy.deepcopy(event)
+    twin["id"] = f"{event['id']}c{n}"
+    return twin
+
+
+def _deliver(services, event: dict) -> None:
+    body = json.dumps(event).encode()
+    eventlog.record_event(services.db.engine, parse_envelope(body), body)
+
+
+def _run(services, deliveries: list[dict], drain_after: list[bool], batch_size: int, replay: list[int]):
+    clean_tables(services.db.engine)
+    for event, drain_now in zip(deliveries, drain_after + [False] * len(deliveries), strict=False):
+        _deliver(services, event)
+        if drain_now:
+            processing.drain(services.db, services.queue, batch_size)
+    processing.drain(services.db, services.queue, batch_size)
+    if replay:  # an operator replays already processed events: nothing may change
+        ids = sorted({deliveries[i % len(deliveries)]["id"] for i in replay})
+        with services.db.sessions() as session, session.begin():
+            session.execute(sa.update(StripeEvent).where(StripeEvent.id.in_(ids)).values(status="queued"))
+        processing.drain(services.db, services.queue, batch_size)
+    assert processing.pending_count(services.db) == 0
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    order=st.permutations(range(len(EVENTS))),
+    redelivered=st.lists(st.integers(0, len(EVENTS) - 1), max_size=12),
+    copied=st.lists(st.integers(0, len(EVENTS) - 1), max_size=4, unique=True),
+    drain_after=st.lists(st.booleans(), max_size=len(EVENTS) + 16),
+    batch_size=st.integers(1, 9),
+    replay=st.lists(st.integers(0, 200), max_size=6),
+)
+def test_any_delivery_order_ends_in_the_in_order_state(
+    services, order, redelivered, copied, drain_after, batch_size, replay
+):
+    twins = {i: _copy_of(EVENTS[i], n) for n, i in enumerate(copied)}
+    # Reference: true order, each copy right after its original, one event per transaction.
+    in_order = [e for i, e in enumerate(EVENTS) for e in ([e, twins[i]] if i in twins else [e])]
+    _run(services, in_order, [], 1, [])
+    expected = mirror_state(services_app(services))
+    # Under test: shuffled, redelivered, copies anywhere, drains interleaved, then replays.
+    shuffled = [EVENTS[i] for i in order] + [EVENTS[i] for i in redelivered] + list(twins.values())
+    shuffled = [shuffled[i] for i in _interleave(order, len(shuffled))]
+    _run(services, shuffled, drain_after, batch_size, replay)
+    assert mirror_state(services_app(services)) == expected
+
+
+def _interleave(order, n):
+    """A deterministic reshuffle driven by the drawn permutation, so redeliveries land anywhere."""
+    keys = [(order[i % len(order)] * 7919 + i * 104729) % 1000003 for i in range(n)]
+    return sorted(range(n), key=keys.__getitem__)
+
+
+def services_app(services):
+    return _App(services)
+
+
+class _App:
+    """mirror_state takes an app; this carries the services it needs."""
+
+    def __init__(self, services):
+        self.extensions = {"webhook_service": services}
+
+
+def test_reference_run_has_every_lifecycle_in_its_final_status(services):
+    _run(services, EVENTS, [], 1, [])
+    statuses = sorted(row[3][1] for row in mirror_state(services_app(services))["invoices"])
+    assert statuses == ["paid", "paid", "paid", "paid", "void"]
