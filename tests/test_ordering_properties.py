@@ -8,10 +8,10 @@ import copy
 import json
 
 import sqlalchemy as sa
+from builder import NEW_API, OLD_API, Customer, Ids, InvoiceLifecycle, Line
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from builder import NEW_API, OLD_API, Customer, Ids, InvoiceLifecycle, Line
 from tests.conftest import clean_tables
 from tests.helpers import mirror_state
 from webhook_service import eventlog, processing

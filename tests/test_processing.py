@@ -109,13 +109,15 @@ def test_transient_failure_is_retried_with_backoff_then_processed(
     run_worker(app)
     row = event_rows(app)[finalized["id"]]
     # First attempt failed: recorded, and a retry is scheduled (not yet in the failed registry).
-    assert row.status == "retrying" and row.attempts == 1 and "simulated deadlock" in row.last_error
+    state = (row.status, row.attempts, row.last_error, row.next_attempt_at, calls)
+    assert row.status == "retrying" and row.attempts == 1 and "simulated deadlock" in row.last_error, state
     assert row.next_attempt_at is not None
     assert FailedJobRegistry(queue=services.queue.queue).get_job_ids() == []
     time.sleep(1.2)  # the configured backoff is 1 s
     run_worker(app)
     row = event_rows(app)[finalized["id"]]
-    assert row.status == "processed" and row.attempts == 2
+    jobs = (services.queue.queue.get_job_ids(), services.queue.queue.scheduled_job_registry.get_job_ids())
+    assert row.status == "processed" and row.attempts == 2, (row.status, row.attempts, row.last_error, jobs)
     assert {n: i.status for n, i in invoices_by_number(app).items()} == EXPECTED_STATUSES
 
 

@@ -23,7 +23,8 @@ RECOVERY_INTERVAL_SECONDS = 60
 
 
 def _fail(message: str) -> None:
-    click.echo(f"webhook-service: error: {message}", err=True)
+    one_line = " ".join(message.split())  # driver errors span lines; operators get one
+    click.echo(f"webhook-service: error: {one_line}", err=True)
     sys.exit(2)
 
 
@@ -239,3 +240,7 @@ def demo(fixtures_dir: str | None, seed: int, verbose: bool) -> None:
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="webhook-service")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,4 +1,4 @@
-"""Structured logs on stdout: one JSON object per line."""
+"""Structured logs: one JSON object per line, on stderr so command output on stdout stays clean."""
 
 from __future__ import annotations
 
@@ -28,14 +28,20 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, default=str)
 
 
+#: Libraries whose INFO lines are noise for operators (migration context chatter).
+QUIET_LOGGERS = ("alembic.runtime.migration",)
+
+
 def configure_logging(level: str = "INFO") -> None:
-    """Send our and RQ's logs to stdout as JSON lines (idempotent)."""
+    """Send our and RQ's logs to stderr as JSON lines (idempotent)."""
     root = logging.getLogger()
     if any(getattr(h, "_webhook_service", False) for h in root.handlers):
         root.setLevel(level)
         return
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     handler._webhook_service = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -2,9 +2,9 @@
 
 import pytest
 import sqlalchemy as sa
+from builder import NEW_API, OLD_API, Customer, Ids, InvoiceLifecycle, Line
 
 import handlers
-from builder import NEW_API, OLD_API, Customer, Ids, InvoiceLifecycle, Line
 from tests.conftest import load_fixture_events
 from webhook_service.errors import PermanentEventError
 from webhook_service.models import Customer as CustomerRow

@@ -1,0 +1,145 @@
+"""The console script as an operator runs it: real processes, real databases."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from tests.conftest import SECRET
+from webhook_service.db import alembic_head, current_revision, upgrade
+from webhook_service.models import Base
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args, env=None, cwd=None, timeout=120):
+    """Run `webhook-service ARGS` in a clean environment plus `env`."""
+    base = {
+        k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "DATABASE_", "REDIS_", "PORTAL_"))
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "webhook_service.cli", *args], env={**base, **(env or {})}, cwd=cwd,
+        capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def error_lines(result) -> list[str]:
+    """The command's own error lines (log lines, JSON, are separate)."""
+    return [line for line in result.stderr.splitlines() if line.startswith("webhook-service: error:")]
+
+
+def test_migrations_match_the_models(database_url):
+    engine = sa.create_engine(database_url)
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+    assert current_revision(engine) == alembic_head()
+    engine.dispose()
+
+
+def test_db_upgrade_creates_the_schema_on_a_fresh_sqlite_file(tmp_path):
+    result = run_cli("db", "upgrade", env={"DATABASE_URL": f"sqlite:///{tmp_path / 'fresh.db'}"})
+    assert result.returncode == 0, result.stderr
+    assert f"database upgraded to {alembic_head()}" in result.stdout
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'fresh.db'}")
+    assert {"stripe_events", "invoices", "invoice_lines", "invoice_status_history", "customers"} <= set(
+        sa.inspect(engine).get_table_names()
+    )
+
+
+def test_malformed_secret_fails_fast_with_one_line(tmp_path):
+    result = run_cli("events", "list", env={"STRIPE_WEBHOOK_SECRETS": "sk_live_oops"}, cwd=tmp_path)
+    assert result.returncode == 2
+    [line] = error_lines(result)
+    assert "STRIPE_WEBHOOK_SECRETS" in line and "sk_live_oops" not in result.stderr
+
+
+def test_unreachable_database_fails_fast_with_one_line(tmp_path):
+    env = {
+        "DATABASE_URL": "postgresql://root@127.0.0.1:1/nope?connect_timeout=1",
+        "STRIPE_WEBHOOK_SECRETS": SECRET,
+    }
+    result = run_cli("events", "list", env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    [line] = error_lines(result)
+    assert "cannot connect to DATABASE_URL" in line and "Connection refused" in line
+
+
+def test_serve_refuses_to_start_without_a_secret(tmp_path):
+    result = run_cli("serve", cwd=tmp_path)
+    assert result.returncode == 2 and "STRIPE_WEBHOOK_SECRETS is not set" in result.stderr
+
+
+def test_worker_refuses_to_start_without_redis(tmp_path):
+    result = run_cli("worker", "--burst", cwd=tmp_path)
+    assert result.returncode == 2 and "REDIS_URL is not set" in result.stderr
+
+
+def test_unmigrated_production_database_is_refused(postgresql_database_url, tmp_path):
+    url = sa.engine.make_url(postgresql_database_url)
+    import psycopg
+
+    admin = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    name = url.database + "_empty"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        empty = url.set(database=name).render_as_string(hide_password=False)
+        result = run_cli("events", "list", env={"DATABASE_URL": empty}, cwd=tmp_path)
+        assert result.returncode == 2 and "webhook-service db upgrade" in result.stderr
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def test_events_list_and_show(database_url, redis_url, app, stripe, fixture_events, tmp_path):
+    for event in fixture_events[:3]:
+        stripe.post(event)
+    env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url}
+    listed = run_cli("events", "list", "--status", "queued", env=env, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert all(e["id"] in listed.stdout for e in fixture_events[:3])
+    assert (
+        run_cli("events", "list", "--status", "failed", env=env, cwd=tmp_path).stdout.strip()
+        == "No events match."
+    )
+    shown = run_cli("events", "show", fixture_events[0]["id"], env=env, cwd=tmp_path)
+    assert shown.returncode == 0
+    header, payload = shown.stdout.split("payload:\n")
+    assert json.loads(header)["status"] == "queued" and json.loads(payload) == fixture_events[0]
+    missing = run_cli("events", "show", "evt_nope", env=env, cwd=tmp_path)
+    assert missing.returncode == 2 and "not in the event log" in missing.stderr
+    bad_date = run_cli("events", "list", "--since", "yesterday", env=env, cwd=tmp_path)
+    assert bad_date.returncode == 2 and "expected a date" in bad_date.stderr
+
+
+@pytest.mark.slow
+def test_demo_runs_on_embedded_defaults_and_prints_the_mirror(tmp_path):
+    """The README's first command, as a newcomer runs it: no Redis, no DATABASE_URL."""
+    result = run_cli("demo", cwd=tmp_path, timeout=180)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "(5 recognised as duplicates), 0 errors" in out
+    assert '"ignored": 2, "processed": 18' in out
+    rows = {line.split()[0]: line for line in out.splitlines() if line[:4] in ("ACME", "GLOB", "INIT")}
+    assert set(rows) == {"ACME-0001", "ACME-0013", "GLOBEX-0001", "GLOBEX-0007", "INITECH-0001"}
+    assert " paid " in rows["ACME-0001"] and "157.90 USD" in rows["ACME-0001"]
+    assert " uncollectible " in rows["GLOBEX-0007"] and rows["GLOBEX-0007"].endswith("1,738.00 USD")
+    assert " open " in rows["INITECH-0001"] and " void " in rows["GLOBEX-0001"]
+    assert "dev mode" in result.stderr + result.stdout
+    assert (tmp_path / "webhook_service.db").exists()
+    # Running it again re-delivers everything: all duplicates, same table.
+    again = run_cli("demo", cwd=tmp_path, timeout=180)
+    assert again.returncode == 0 and "(25 recognised as duplicates)" in again.stdout
+
+
+def test_upgrade_is_idempotent(tmp_path):
+    url = f"sqlite:///{tmp_path / 'twice.db'}"
+    upgrade(url)
+    upgrade(url)
+    assert current_revision(sa.create_engine(url)) == alembic_head()
