@@ -12,7 +12,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, selectinload
 
 from handlers import invoices
-from webhook_service.models import Customer, Invoice
+from webhook_service.db import dialect_insert
+from webhook_service.models import Customer, Invoice, utcnow
 
 Handler = Callable[[dict, Session], None]
 
@@ -32,10 +33,13 @@ def handle(event: dict, session: Session) -> None:
 
 
 def lock_related_rows(session: Session, events: Sequence[dict]) -> None:
-    """Load and lock, in one query per table and in id order, every row a batch of events touches.
+    """Create missing rows, then load and lock every row a batch touches: one query per table, id order.
 
-    Handlers then find those rows in the session's identity map. Locking in a fixed order keeps
-    concurrent drains from deadlocking; on SQLite the transaction already holds the write lock.
+    Handlers then find every row in the session's identity map, so a batch of 500 events costs a
+    few statements instead of a SELECT and an autoflush per event. Missing rows are inserted as
+    empty stubs (`version_key = ""`, which any snapshot outranks) with ON CONFLICT DO NOTHING, so
+    two drains creating the same invoice wait on each other instead of failing. Sorting the ids
+    keeps concurrent drains from deadlocking; on SQLite the transaction holds the write lock.
     """
     invoice_ids: set[str] = set()
     customer_ids: set[str] = set()
@@ -45,15 +49,28 @@ def lock_related_rows(session: Session, events: Sequence[dict]) -> None:
             inv, cus = related(event)
             invoice_ids |= inv
             customer_ids |= cus
+    now = utcnow()
+    dialect = session.get_bind().dialect.name
+    # The identity map holds unchanged rows weakly; keep them alive until the session closes.
+    held: list = session.info.setdefault("locked_rows", [])
     if customer_ids:
-        session.scalars(
+        stubs = [{"id": i, "version_key": "", "livemode": False, "created_at": now, "updated_at": now}
+                 for i in sorted(customer_ids)]  # fmt: skip
+        session.execute(dialect_insert(dialect, Customer).values(stubs).on_conflict_do_nothing())
+        held += session.scalars(
             sa.select(Customer)
             .where(Customer.id.in_(sorted(customer_ids)))
             .order_by(Customer.id)
             .with_for_update()
         ).all()
     if invoice_ids:
-        session.scalars(
+        stubs = [
+            {"id": i, "version_key": "", "status": "draft", "credit_applied": 0, "attempt_count": 0,
+             "livemode": False, "lines_truncated": False, "updated_at": now}
+            for i in sorted(invoice_ids)
+        ]  # fmt: skip
+        session.execute(dialect_insert(dialect, Invoice).values(stubs).on_conflict_do_nothing())
+        held += session.scalars(
             sa.select(Invoice)
             .where(Invoice.id.in_(sorted(invoice_ids)))
             .order_by(Invoice.id)

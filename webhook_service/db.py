@@ -9,6 +9,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config as AlembicConfig
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from webhook_service.errors import ConfigError
@@ -39,6 +40,15 @@ class Database:
     def dispose_after_fork(self) -> None:
         """Drop pooled connections inherited from a parent process without closing the parent's."""
         self.engine.dispose(close=False)
+
+
+def dialect_insert(dialect_name: str, table):
+    """An INSERT that supports ON CONFLICT on both supported databases."""
+    if dialect_name == "postgresql":
+        return postgresql.insert(table)
+    if dialect_name == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"unsupported database dialect {dialect_name!r}")
 
 
 def _configure_sqlite(engine: sa.Engine) -> None:

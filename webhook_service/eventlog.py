@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from webhook_service.db import dialect_insert
 from webhook_service.envelope import Envelope
 from webhook_service.models import EventStatus, StripeEvent, utcnow
 
@@ -16,15 +16,6 @@ from webhook_service.models import EventStatus, StripeEvent, utcnow
 PENDING_STATUSES = (EventStatus.QUEUED.value, EventStatus.RETRYING.value)
 #: Errors are stored for operators; a traceback's tail is what matters and rows stay small.
 MAX_ERROR_LENGTH = 4000
-
-
-def _insert(engine_or_conn):
-    dialect = engine_or_conn.dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(StripeEvent)
-    if dialect == "sqlite":
-        return sqlite.insert(StripeEvent)
-    raise NotImplementedError(f"unsupported database dialect {dialect!r}")
 
 
 def record_event(engine: sa.Engine, envelope: Envelope, payload: bytes, now: datetime | None = None) -> bool:
@@ -49,7 +40,7 @@ def record_event(engine: sa.Engine, envelope: Envelope, payload: bytes, now: dat
         "payload": payload.decode("utf-8"),
     }
     stmt = (
-        _insert(engine)
+        dialect_insert(engine.dialect.name, StripeEvent)
         .values(**values)
         .on_conflict_do_nothing(index_elements=["id"])
         .returning(StripeEvent.id)

@@ -80,9 +80,10 @@ def _drain_batch(db: Database, queue: EventQueue, batch_size: int) -> tuple[list
                 if len(rows) == batch_size:
                     _invite_helper(queue)
                 parsed = [(row, json.loads(row.payload)) for row in rows]
-                parsed.sort(
-                    key=lambda pair: (pair[0].object_id or "", pair[1].get("created") or 0, pair[0].id)
-                )
+                # Grouped by object, newest first: handlers are order-free, and this way only the
+                # winning snapshot of each invoice is copied into its row; older ones just merge
+                # what they say about status history.
+                parsed.sort(key=lambda p: (p[0].object_id or "", -(p[1].get("created") or 0), p[0].id))
                 events = [event for _, event in parsed]
                 handlers.lock_related_rows(session, events)
                 for event in events:
