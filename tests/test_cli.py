@@ -143,3 +143,57 @@ def test_upgrade_is_idempotent(tmp_path):
     upgrade(url)
     upgrade(url)
     assert current_revision(sa.create_engine(url)) == alembic_head()
+
+
+@pytest.mark.slow
+def test_serve_runs_receiver_and_in_process_worker_on_embedded_defaults(tmp_path, fixture_events):
+    import time
+
+    import requests
+
+    from tests.conftest import free_port
+    from webhook_service.signature import sign
+
+    port = free_port()
+    base = {
+        k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "DATABASE_", "REDIS_", "PORTAL_"))
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "webhook_service.cli", "serve", "--port", str(port)],
+        env={**base, "STRIPE_WEBHOOK_SECRETS": SECRET}, cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if requests.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, "serve did not become ready"
+            time.sleep(0.1)
+        for event in fixture_events:
+            body = json.dumps(event).encode()
+            response = requests.post(
+                f"{url}/webhooks/stripe", data=body, headers={"Stripe-Signature": sign(body, SECRET)}
+            )
+            assert response.status_code == 200
+        engine = sa.create_engine(f"sqlite:///{tmp_path / 'webhook_service.db'}")
+        while True:
+            with engine.connect() as conn:
+                pending = conn.execute(
+                    sa.text("SELECT count(*) FROM stripe_events WHERE status = 'queued'")
+                ).scalar()
+                paid = conn.execute(sa.text("SELECT count(*) FROM invoices WHERE status = 'paid'")).scalar()
+            if pending == 0:
+                break
+            assert time.monotonic() < deadline + 30, "the in-process worker did not drain the events"
+            time.sleep(0.1)
+        assert paid == 2
+        engine.dispose()
+    finally:
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=15)
+    assert "dev mode: REDIS_URL is unset" in stderr and "dev mode: DATABASE_URL is unset" in stderr
