@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sentry_sdk
 from rq import get_current_job
 
 from webhook_service import processing
@@ -20,6 +21,8 @@ def process_event(event_id: str) -> str:
     so RQ retries with backoff and, when retries are spent, keeps the job in its failed registry."""
     services = get_services()
     job = get_current_job()
+    sentry_sdk.set_tag("stripe.event_id", event_id)
+    sentry_sdk.set_tag("stripe.event_type", processing.event_type_of(services.db, event_id))
     try:
         return processing.process_one(services.db, event_id)
     except PermanentEventError as exc:

@@ -7,7 +7,7 @@ import os
 
 from flask import Flask
 
-from webhook_service import errors, health, receiver, services
+from webhook_service import errors, health, metrics, receiver, services
 from webhook_service.config import Config, load_config
 from webhook_service.db import create_database
 from webhook_service.logging_setup import configure_logging
@@ -41,6 +41,7 @@ def create_app(config: Config | None = None) -> Flask:
     )
     app.register_blueprint(receiver.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
     errors.register_error_handlers(app)
     if config.embedded_queue:
         logger.warning("dev mode: REDIS_URL is unset, using the in-process queue; not for production")

@@ -69,11 +69,20 @@ def build_app_or_exit(
         if require_webhook_secret:
             require_secrets(config)
         app = create_app(config)
+        ctx = click.get_current_context(silent=True)
+        if ctx is not None:  # release connections when the command ends (matters when run in-process)
+            ctx.call_on_close(lambda: _close_clients(app))
         check_database(app, auto_upgrade=auto_upgrade or config.database_url_is_default)
         return app
     except ConfigError as exc:
         _fail(str(exc))
         raise  # unreachable
+
+
+def _close_clients(app: Flask) -> None:
+    services = get_services(app)
+    services.db.engine.dispose()
+    services.queue.connection.close()
 
 
 @click.group()
@@ -223,6 +232,101 @@ def events_show(event_id: str) -> None:
         click.echo(json.dumps(fields, indent=2))
         click.echo("payload:")
         click.echo(json.dumps(json.loads(row.payload), indent=2))
+
+
+@cli.command()
+@click.argument("event_ids", nargs=-1)
+@click.option("--failed", is_flag=True, help="Replay every failed event (see --type, --since).")
+@click.option("--type", "event_type", help="With --failed: only this event type.")
+@click.option("--since", help="With --failed: only events received on or after this date (UTC).")
+@click.option("--dry-run", is_flag=True, help="Show what would be replayed; change nothing.")
+@click.option("--force", is_flag=True, help="Also run events that were already processed.")
+def replay(
+    event_ids, failed: bool, event_type: str | None, since: str | None, dry_run: bool, force: bool
+) -> None:
+    """Re-run events: EVT_ID… or --failed. Exits 1 if any could not be replayed."""
+    from webhook_service import replay as replaying
+
+    if bool(event_ids) == failed:
+        raise click.UsageError("name event ids, or use --failed (not both)")
+    if (event_type or since) and not failed:
+        raise click.UsageError("--type and --since go with --failed")
+    since_at = _parse_since(since)
+    app = build_app_or_exit()
+    services = get_services(app)
+    plan = replaying.plan_replay(
+        services.db,
+        services.queue,
+        event_ids,
+        failed=failed,
+        event_type=event_type,
+        since=since_at,
+        force=force,
+    )
+    for row in plan.replay:
+        error = f" — {row.last_error.splitlines()[-1][:100]}" if row.last_error else ""
+        click.echo(f"replay {row.id}  {row.type}  ({row.status}, {row.attempts} attempts){error}")
+    for event_id, why in plan.skipped:
+        click.echo(f"skip   {event_id}: {why}")
+    not_found = [event_id for event_id, why in plan.skipped if why == "not in the event log"]
+    if dry_run:
+        click.echo(f"Dry run: {len(plan.replay)} events would be re-enqueued; nothing changed.")
+        sys.exit(1 if not_found else 0)
+    if not plan.replay:
+        click.echo("Nothing to do.")
+        sys.exit(1 if not_found else 0)
+    if services.config.embedded_queue:
+        click.echo("REDIS_URL is unset: processing in this process instead of enqueueing.")
+        replaying.execute_replay_inline(services.db, plan)
+        click.echo(f"Processed {len(plan.enqueued)} events.")
+    else:
+        replaying.execute_replay(services.db, services.queue, plan)
+        click.echo(f"Re-enqueued {len(plan.enqueued)} events.")
+    for event_id, error in plan.errors:
+        click.echo(f"failed {event_id}: {error}", err=True)
+    sys.exit(1 if plan.errors or not_found else 0)
+
+
+@cli.command()
+@click.option(
+    "--since", required=True, help="Events created on or after this date (UTC); Stripe keeps 30 days."
+)
+@click.option("--type", "event_type", help="Only this event type (default: every type the service handles).")
+@click.option("--dry-run", is_flag=True, help="Count what is missing; record nothing.")
+def resync(since: str, event_type: str | None, dry_run: bool) -> None:
+    """Backfill events the log is missing from Stripe's Events API."""
+    import handlers
+    from webhook_service.resync import StripeAPIError, StripeEventsClient
+    from webhook_service.resync import resync as run_resync
+
+    since_at = _parse_since(since)
+    config = load_config_or_exit()
+    if not config.stripe_api_key:
+        _fail(
+            "STRIPE_API_KEY is not set: resync reads Stripe's Events API (a restricted key with events:read)"
+        )
+    types = [event_type] if event_type else sorted(handlers.HANDLED_TYPES)
+    if event_type and event_type not in handlers.HANDLED_TYPES:
+        click.echo(f"note: {event_type} is not handled; its events are recorded as ignored")
+    app = build_app_or_exit(config=config)
+    services = get_services(app)
+    client = StripeEventsClient(config.stripe_api_key, config.stripe_api_base)
+    try:
+        report = run_resync(services.db, services.queue, client, since_at, types, config.accept_mode, dry_run)
+    except StripeAPIError as exc:
+        _fail(str(exc))
+    if report.clamped:
+        start = report.since.isoformat(timespec="seconds")
+        click.echo(f"note: Stripe keeps events for 30 days; listing from {start}")
+    recorded = sum(report.recorded.values())
+    click.echo(f"Stripe listed {report.listed} events; {report.already_logged} already in the event log.")
+    if dry_run:
+        click.echo(f"Dry run: {report.missing} events would be recorded; nothing changed.")
+        return
+    detail = ", ".join(f"{count} {status}" for status, count in sorted(report.recorded.items()))
+    click.echo(f"Recorded {recorded} events" + (f" ({detail})." if detail else "."))
+    if recorded and config.embedded_queue:
+        click.echo("REDIS_URL is unset: a running `serve` picks them up within 30 s.")
 
 
 @cli.command()

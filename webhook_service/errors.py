@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import sentry_sdk
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
@@ -101,6 +102,8 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
-        # Logged with the traceback but never the request body; Sentry sees it through its integration.
+        # A registered handler stops Flask's got_request_exception signal, which is what Sentry's
+        # Flask integration listens to, so report it here. Bodies never reach Sentry (observability.py).
+        sentry_sdk.capture_exception(exc)
         logger.exception("unhandled error: %s", type(exc).__name__)
         return error_body(500, "internal_error", "Internal error; it has been logged.")

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from flask import Blueprint
+from rq.registry import FailedJobRegistry
 
+from webhook_service import eventlog
+from webhook_service.models import EventStatus, StripeEvent
 from webhook_service.services import get_services
 
 bp = Blueprint("health", __name__)
@@ -29,6 +33,22 @@ def readyz():
     ready = all(value == "ok" for value in checks.values())
     down = [name for name, value in checks.items() if value != "ok"]
     body = {"status": "ready" if ready else "unavailable", "checks": checks}
+    if checks["redis"] == "ok":
+        queue = services.queue.queue
+        body["queue"] = {"depth": queue.count, "failed_jobs": FailedJobRegistry(queue=queue).count}
+    if checks["database"] == "ok":
+        with services.db.sessions() as session:
+            counts = dict(
+                session.execute(
+                    sa.select(StripeEvent.status, sa.func.count())
+                    .where(StripeEvent.status.in_(eventlog.PENDING_STATUSES + (EventStatus.FAILED.value,)))
+                    .group_by(StripeEvent.status)
+                ).all()
+            )
+        body["events"] = {
+            "pending": sum(counts.get(s, 0) for s in eventlog.PENDING_STATUSES),
+            "failed": counts.get(EventStatus.FAILED.value, 0),
+        }
     if not ready:
         body["message"] = f"Not ready: {', '.join(down)} unreachable."
     return body, 200 if ready else 503

@@ -33,6 +33,8 @@ def init_sentry(config: Config, **options) -> None:
         dsn=config.sentry_dsn,
         integrations=[FlaskIntegration(transaction_style="url"), RqIntegration()],
         max_request_body_size="never",
+        # Frame locals would carry the raw body, signature header and secrets of the failing frame.
+        include_local_variables=False,
         before_send=scrub_event,
         before_send_transaction=scrub_event,
         **options,

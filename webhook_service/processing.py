@@ -193,6 +193,12 @@ def recover(
     return {"drain": stale, "retries": rescheduled}
 
 
+def event_type_of(db: Database, event_id: str) -> str | None:
+    """The logged type of an event (for tagging errors), or None if it is not logged."""
+    with db.sessions() as session:
+        return session.scalar(sa.select(StripeEvent.type).where(StripeEvent.id == event_id))
+
+
 def pending_count(db: Database) -> int:
     """Events accepted but not yet processed (queued or waiting for a retry)."""
     with db.sessions() as session:

@@ -6,6 +6,7 @@ import logging
 import time
 
 import redis
+import sentry_sdk
 import sqlalchemy as sa
 from flask import Blueprint, request
 
@@ -35,6 +36,8 @@ def receive_stripe_event():
     body = request.get_data(cache=False)  # raw bytes; Flask answers 413 past MAX_CONTENT_LENGTH
     verify_signature(body, request.headers.get("Stripe-Signature"), config.webhook_secrets, config.tolerance)
     envelope = parse_envelope(body, config.accept_mode)
+    sentry_sdk.set_tag("stripe.event_id", envelope.id)
+    sentry_sdk.set_tag("stripe.event_type", envelope.type)
     try:
         inserted = eventlog.record_event(services.db.engine, envelope, body)
     except sa.exc.SQLAlchemyError as exc:
