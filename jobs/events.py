@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import sentry_sdk
 from rq import get_current_job
 
@@ -23,16 +25,17 @@ def process_event(event_id: str) -> str:
     job = get_current_job()
     sentry_sdk.set_tag("stripe.event_id", event_id)
     sentry_sdk.set_tag("stripe.event_type", processing.event_type_of(services.db, event_id))
+    started = time.perf_counter()
     try:
         return processing.process_one(services.db, event_id)
     except PermanentEventError as exc:
         if job is not None:
             job.retries_left = 0  # retrying cannot help; go straight to the failed registry
-        processing.record_attempt_failure(services.db, event_id, exc, None)
+        processing.record_attempt_failure(services.db, event_id, exc, None, started)
         raise
     except Exception as exc:
         retry_in = job.get_retry_interval() if job is not None and job.retries_left else None
-        processing.record_attempt_failure(services.db, event_id, exc, retry_in)
+        processing.record_attempt_failure(services.db, event_id, exc, retry_in, started)
         raise
 
 

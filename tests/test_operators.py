@@ -317,3 +317,32 @@ def test_metrics_expose_counts_by_type_and_queue_latency(app, client, stripe, fi
     assert "stripe_webhook_failed_jobs 1.0" in text and "stripe_webhook_queue_depth 0.0" in text
     latency = float(re.search(r'stripe_webhook_queue_latency_seconds\{quantile="1"\} (\S+)', text).group(1))
     assert 0 < latency < 60
+
+
+# ---- logs ---------------------------------------------------------------------------------
+
+
+def test_one_structured_log_line_per_event_outcome(app, stripe, fixture_events, broken_handler, caplog):
+    import logging
+
+    from webhook_service.logging_setup import JsonFormatter
+
+    broken_handler.breaks("invoice.voided")
+    caplog.set_level(logging.INFO, logger="webhook_service")
+    _deliver(stripe, fixture_events)
+    run_worker(app)
+    lines = [
+        json.loads(JsonFormatter().format(r)) for r in caplog.records if r.name.startswith("webhook_service.")
+    ]
+    by_outcome = {}
+    for line in lines:
+        if "outcome" in line:
+            by_outcome.setdefault(line["outcome"], []).append(line)
+    assert len(by_outcome["queued"]) == 18 and len(by_outcome["ignored"]) == 2
+    assert len(by_outcome["processed"]) == 17 and len(by_outcome["failed"]) >= 1
+    for line in by_outcome["processed"] + by_outcome["failed"]:
+        assert {"event_id", "type", "outcome", "duration_ms", "attempt"} <= set(line)
+    failed = by_outcome["failed"][0]
+    assert failed["type"] == "invoice.voided" and "handler bug" in failed["error"]
+    everything = "\n".join(json.dumps(line) for line in lines)
+    assert SECRET not in everything and "v1=" not in everything and "hosted_invoice_url" not in everything

@@ -135,8 +135,13 @@ def process_one(db: Database, event_id: str) -> str:
     return "processed"
 
 
-def record_attempt_failure(db: Database, event_id: str, exc: BaseException, retry_in: int | None) -> None:
-    """Write the failure to the event log; `retry_in=None` means no retry will follow."""
+def record_attempt_failure(
+    db: Database, event_id: str, exc: BaseException, retry_in: int | None, started: float | None = None
+) -> None:
+    """Write the failure to the event log; `retry_in=None` means no retry will follow.
+
+    `started` is the attempt's `time.perf_counter()` start, for the log line's duration.
+    """
     error = f"{type(exc).__name__}: {exc}"
     next_at = utcnow() + timedelta(seconds=retry_in) if retry_in is not None else None
     with db.sessions() as session, session.begin():
@@ -144,21 +149,23 @@ def record_attempt_failure(db: Database, event_id: str, exc: BaseException, retr
         row = session.get(StripeEvent, event_id)
         event_type, attempts = (row.type, row.attempts) if row else ("?", 0)
     outcome = "retrying" if retry_in is not None else "failed"
-    _log_outcome(event_id, event_type, outcome, None, attempts, error=error, retry_in=retry_in)
+    duration = (time.perf_counter() - started) * 1000 if started is not None else None
+    _log_outcome(event_id, event_type, outcome, duration, attempts, error=error, retry_in=retry_in)
 
 
 def _attempt_in_drain(db: Database, queue: EventQueue, event_id: str) -> bool:
     """Try one event of a failed batch; on failure hand it to a per-event job with backoff."""
+    started = time.perf_counter()
     try:
         return process_one(db, event_id) in ("processed", "skipped")
     except PermanentEventError as exc:
-        record_attempt_failure(db, event_id, exc, None)
+        record_attempt_failure(db, event_id, exc, None, started)
         # One more run that fails at once puts the event, with its reason, in RQ's failed registry.
         _schedule(queue, event_id, delay=0, retries=())
     except Exception as exc:  # noqa: BLE001 - the reason is recorded and the event retried
         intervals = queue.retry_intervals
         delay = intervals[0] if intervals else None
-        record_attempt_failure(db, event_id, exc, delay)
+        record_attempt_failure(db, event_id, exc, delay, started)
         _schedule(queue, event_id, delay=delay or 0, retries=intervals[1:])
     return False
 

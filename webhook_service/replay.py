@@ -9,6 +9,7 @@ replaying an event that was already processed changes nothing.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -123,10 +124,11 @@ def execute_replay_inline(db: Database, plan: ReplayPlan) -> ReplayPlan:
                 .where(StripeEvent.id == row.id)
                 .values(status=EventStatus.RETRYING.value)
             )
+        started = time.perf_counter()
         try:
             processing.process_one(db, row.id)
             plan.enqueued.append(row.id)
         except Exception as exc:  # noqa: BLE001 - recorded in the log and reported
-            processing.record_attempt_failure(db, row.id, exc, None)
+            processing.record_attempt_failure(db, row.id, exc, None, started)
             plan.errors.append((row.id, f"{type(exc).__name__}: {exc}"))
     return plan
