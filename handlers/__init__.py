@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, selectinload
 
-from handlers import invoices
+from handlers import invoices, past_due
 from webhook_service.db import dialect_insert
 from webhook_service.models import Customer, Invoice, utcnow
 
@@ -43,6 +43,7 @@ def lock_related_rows(session: Session, events: Sequence[dict]) -> None:
     """
     invoice_ids: set[str] = set()
     customer_ids: set[str] = set()
+    notifying = any(event.get("type") in past_due.EVENT_TYPES for event in events)
     for event in events:
         related = _RELATED_IDS.get(event.get("type"))
         if related is not None:
@@ -63,6 +64,8 @@ def lock_related_rows(session: Session, events: Sequence[dict]) -> None:
             .order_by(Customer.id)
             .with_for_update()
         ).all()
+    if notifying:
+        past_due.load_preferences(session, customer_ids)
     if invoice_ids:
         stubs = [
             {"id": i, "version_key": "", "status": "draft", "credit_applied": 0, "attempt_count": 0,

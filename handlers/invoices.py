@@ -12,9 +12,10 @@ from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
-from handlers import customers
+from handlers import customers, past_due, status_history
+from handlers.status_history import STATUS_RANK
 from webhook_service.errors import PermanentEventError
-from webhook_service.models import Invoice, InvoiceLine, InvoiceStatus, InvoiceStatusChange
+from webhook_service.models import Invoice, InvoiceLine
 
 EVENT_TYPES = frozenset(
     {
@@ -37,15 +38,6 @@ EVENT_TYPES = frozenset(
     }
 )
 
-#: Statuses only move up this order (paid and void are both final).
-STATUS_RANK = {
-    InvoiceStatus.DRAFT.value: 0,
-    InvoiceStatus.OPEN.value: 1,
-    InvoiceStatus.PAST_DUE.value: 2,
-    InvoiceStatus.UNCOLLECTIBLE.value: 3,
-    InvoiceStatus.PAID.value: 4,
-    InvoiceStatus.VOID.value: 4,
-}
 #: The event type that *causes* each status; it names the status change when it was seen.
 CAUSING_TYPE = {
     "draft": "invoice.created",
@@ -106,7 +98,33 @@ def handle_invoice_event(event: dict, session: Session) -> None:
         invoice.deleted_at = _ts(event.get("created")) or _ts(obj.get("created"))
 
     _observe_status(invoice, event, obj, stripe_status)
-    invoice.status = _portal_status(invoice)
+    if stripe_status == "open":
+        _observe_past_due(session, invoice, event, obj)
+    past_due.settle(session, invoice)
+    status_history.relink(invoice)
+    invoice.status = status_history.portal_status(invoice)
+
+
+def _observe_past_due(session: Session, invoice: Invoice, event: dict, obj: dict) -> None:
+    """An open snapshot shows past due when a payment failed or Stripe says overdue (at the event),
+    or when the event is later than the due date (from the due date). No clock: the sweep covers
+    invoices whose due date passes with no event at all."""
+    created, due = _ts(event.get("created")), _ts(obj.get("due_date"))
+    reasons = []
+    if event["type"] in past_due.EVENT_TYPES and created:
+        reasons.append(created)
+    if due and created and created > due:
+        reasons.append(due)
+    if reasons:
+        past_due.observe(
+            session,
+            invoice,
+            at=min(reasons),
+            event_id=event["id"],
+            amount_remaining=_opt_int(obj, "amount_remaining"),
+            currency=obj.get("currency"),
+            due_date=due,
+        )
 
 
 def snapshot_version(event: dict, obj: dict) -> str:
@@ -130,7 +148,7 @@ def _observation_key(event: dict, status: str) -> str:
 
 
 def _observe_status(invoice: Invoice, event: dict, obj: dict, status: str) -> None:
-    """Merge what this snapshot shows about statuses entered, then re-link from/to in rank order.
+    """Merge what this snapshot shows about statuses entered.
 
     The snapshot's own status is observed directly; earlier statuses it records in
     `status_transitions` (e.g. finalized_at on a paid invoice) are inferred, so the trail is
@@ -142,29 +160,7 @@ def _observe_status(invoice: Invoice, event: dict, obj: dict, status: str) -> No
         if STATUS_RANK[earlier] < STATUS_RANK[status] and _ts(transitions.get(field)):
             seen.append((earlier, f"1.{_int(event.get('created')):011d}.{event['id']}"))
     for entered, key in seen:
-        _merge_observation(invoice, entered, _status_entered_at(event, obj, entered), event["id"], key)
-    previous = None
-    for row in sorted(invoice.status_history, key=lambda r: r.rank):
-        if row.from_status != previous:
-            row.from_status = previous
-        previous = row.to_status
-
-
-def _merge_observation(invoice: Invoice, status: str, at: datetime, event_id: str, key: str) -> None:
-    existing = next((row for row in invoice.status_history if row.to_status == status), None)
-    if existing is None:
-        invoice.status_history.append(
-            InvoiceStatusChange(
-                to_status=status, rank=STATUS_RANK[status], at=at, event_id=event_id, observation_key=key
-            )
-        )
-    elif key < existing.observation_key:
-        existing.at, existing.event_id, existing.observation_key = at, event_id, key
-
-
-def _portal_status(invoice: Invoice) -> str:
-    """The highest status observed (statuses never move backwards)."""
-    return max((row.to_status for row in invoice.status_history), key=STATUS_RANK.__getitem__)
+        status_history.merge(invoice, entered, _status_entered_at(event, obj, entered), event["id"], key)
 
 
 def _status_entered_at(event: dict, obj: dict, status: str) -> datetime:

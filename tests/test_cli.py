@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -124,10 +125,11 @@ def test_demo_runs_on_embedded_defaults_and_prints_the_mirror(tmp_path):
     result = run_cli("demo", cwd=tmp_path, timeout=180)
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "(5 recognised as duplicates), 0 errors" in out
-    assert '"ignored": 2, "processed": 18' in out
-    rows = {line.split()[0]: line for line in out.splitlines() if line[:4] in ("ACME", "GLOB", "INIT")}
-    assert set(rows) == {"ACME-0001", "ACME-0013", "GLOBEX-0001", "GLOBEX-0007", "INITECH-0001"}
+    assert "(7 recognised as duplicates), 0 errors" in out
+    assert '"ignored": 2, "processed": 23' in out
+    rows = {line.split()[0]: line for line in out.splitlines() if re.match(r"[A-Z]+-\d{4} ", line)}
+    assert set(rows) == {"ACME-0001", "ACME-0013", "GLOBEX-0001", "GLOBEX-0007", "INITECH-0001",
+                         "UMBRELLA-0001", "HOOLI-0001"}  # fmt: skip
     assert " paid " in rows["ACME-0001"] and "157.90 USD" in rows["ACME-0001"]
     assert " uncollectible " in rows["GLOBEX-0007"] and rows["GLOBEX-0007"].endswith("1,738.00 USD")
     assert " open " in rows["INITECH-0001"] and " void " in rows["GLOBEX-0001"]
@@ -135,7 +137,7 @@ def test_demo_runs_on_embedded_defaults_and_prints_the_mirror(tmp_path):
     assert (tmp_path / "webhook_service.db").exists()
     # Running it again re-delivers everything: all duplicates, same table.
     again = run_cli("demo", cwd=tmp_path, timeout=180)
-    assert again.returncode == 0 and "(25 recognised as duplicates)" in again.stdout
+    assert again.returncode == 0 and "(32 recognised as duplicates)" in again.stdout
 
 
 def test_upgrade_is_idempotent(tmp_path):

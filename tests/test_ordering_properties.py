@@ -46,8 +46,8 @@ def lifecycles() -> list[dict]:
         x.marked_uncollectible(T + 400),
         *x.paid(T + 500, True),
     ]
-    x = new(b, NEW_API, T + 600, collection_method="send_invoice")  # open → void
-    events += [x.created(T + 600), x.finalized(T + 610), x.voided(T + 700)]
+    x = new(b, NEW_API, T + 600, collection_method="send_invoice")  # open → overdue (past due) → void
+    events += [x.created(T + 600), x.finalized(T + 610), x.overdue(T + 650), x.voided(T + 700)]
     x = new(a, NEW_API, T + 800)  # draft edited in its creation second, amounts change, then paid
     events += [
         x.created(T + 800),

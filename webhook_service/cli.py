@@ -128,10 +128,11 @@ def worker(burst: bool, no_fork: bool) -> None:
 
 @cli.command()
 def scheduler() -> None:
-    """Run the periodic jobs (recovery every minute); run exactly one per deployment."""
+    """Run the periodic jobs (recovery every minute, the daily past-due sweep); run exactly one."""
     from rq.cron import CronScheduler
 
     from jobs import events as event_jobs
+    from jobs import sweep as sweep_jobs
 
     config = load_config_or_exit()
     if config.embedded_queue:
@@ -140,8 +141,18 @@ def scheduler() -> None:
         )
     app = build_app_or_exit(config=config)
     services = get_services(app)
+    hour, minute = config.sweep_time_utc.split(":")
     cron = CronScheduler(connection=services.queue.connection)
     cron.register(event_jobs.recover_events, queue_name=config.queue_name, interval=RECOVERY_INTERVAL_SECONDS)
+    # rq's cron strings are evaluated in UTC; missed runs are not caught up, so a sweep
+    # skipped while the scheduler was down happens at the next time (or run sweep-past-due).
+    cron.register(
+        sweep_jobs.sweep_past_due, queue_name=config.queue_name, cron=f"{int(minute)} {int(hour)} * * *"
+    )
+    schedule = (
+        f"recovery every {RECOVERY_INTERVAL_SECONDS}s, past-due sweep daily at {config.sweep_time_utc} UTC"
+    )
+    click.echo(f"scheduler: {schedule}")
     cron.start()
 
 
@@ -327,6 +338,20 @@ def resync(since: str, event_type: str | None, dry_run: bool) -> None:
     click.echo(f"Recorded {recorded} events" + (f" ({detail})." if detail else "."))
     if recorded and config.embedded_queue:
         click.echo("REDIS_URL is unset: a running `serve` picks them up within 30 s.")
+
+
+@cli.command("sweep-past-due")
+def sweep_past_due_command() -> None:
+    """Move open invoices whose due date has passed to past due, now (the scheduler does it daily)."""
+    from webhook_service.sweep import sweep_past_due
+
+    app = build_app_or_exit()
+    moved = sweep_past_due(get_services(app).db)
+    click.echo(
+        f"Moved {moved} invoices to past due."
+        if moved
+        else "Nothing to do: no open invoice is past its due date."
+    )
 
 
 @cli.command()

@@ -17,9 +17,10 @@ from werkzeug.serving import make_server
 
 from webhook_service import processing
 from webhook_service.config import Config
-from webhook_service.models import Customer, Invoice
+from webhook_service.models import Customer, Invoice, Notification
 from webhook_service.services import get_services
 from webhook_service.signature import sign
+from webhook_service.sweep import sweep_past_due
 
 #: The repository's fixtures, next to the package in a source checkout.
 DEFAULT_FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "events"
@@ -41,6 +42,21 @@ def _money(amount: int | None, currency: str | None) -> str:
     return f"{amount / 100:,.2f} {(currency or '').upper()}"
 
 
+def _table(header: tuple, rows: list[tuple], right_from: int) -> str:
+    table = [header] + rows
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
+    lines = []
+    for index, row in enumerate(table):
+        cells = [
+            str(cell).rjust(w) if i >= right_from else str(cell).ljust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+        if index == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
 def render_invoice_table(session) -> str:
     """The mirrored invoices as a text table."""
     rows = session.execute(
@@ -50,27 +66,45 @@ def render_invoice_table(session) -> str:
         .order_by(Customer.name, Invoice.created_at)
     ).all()
     header = ("number", "customer", "status", "total", "amount remaining")
-    table = [header] + [
-        (
-            inv.number or f"(draft {inv.id[-6:]})",
-            name or inv.customer_id or "-",
-            inv.status,
-            _money(inv.total, inv.currency),
-            _money(inv.amount_remaining, inv.currency),
-        )
-        for inv, name in rows
-    ]
-    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
-    lines = []
-    for index, row in enumerate(table):
-        cells = [
-            str(cell).rjust(w) if i >= 3 else str(cell).ljust(w)
-            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-        ]
-        lines.append("  ".join(cells).rstrip())
-        if index == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return _table(
+        header,
+        [
+            (
+                inv.number or f"(draft {inv.id[-6:]})",
+                name or inv.customer_id or "-",
+                inv.status,
+                _money(inv.total, inv.currency),
+                _money(inv.amount_remaining, inv.currency),
+            )
+            for inv, name in rows
+        ],
+        right_from=3,
+    )
+
+
+def render_notification_table(session) -> str:
+    """Past-due notifications as a text table."""
+    rows = session.execute(
+        sa.select(Notification, Invoice.number)
+        .join(Invoice, Invoice.id == Notification.invoice_id)
+        .order_by(Invoice.number, Notification.audience)
+    ).all()
+    header = ("invoice", "audience", "kind", "since", "days past due", "amount remaining")
+    return _table(
+        header,
+        [
+            (
+                number,
+                note.audience,
+                note.kind,
+                note.created_at.date().isoformat(),
+                "-" if note.days_past_due is None else note.days_past_due,
+                _money(note.amount_remaining, note.currency),
+            )
+            for note, number in rows
+        ],
+        right_from=4,
+    )
 
 
 def run_demo(config: Config, fixtures_dir: str | None, seed: int, log_level: str = "WARNING") -> int:
@@ -125,12 +159,18 @@ def run_demo(config: Config, fixtures_dir: str | None, seed: int, log_level: str
             time.sleep(0.1)
         if pending:
             click.echo(f"{pending} events still unprocessed after {PROCESSING_TIMEOUT_SECONDS}s", err=True)
+        moved = sweep_past_due(services.db)
+        click.echo(
+            f"Daily past-due sweep, run now as the scheduler would: {moved} invoice(s) moved to past due"
+        )
         with services.db.sessions() as session:
             statuses = dict(
                 session.execute(sa.text("SELECT status, count(*) FROM stripe_events GROUP BY status")).all()
             )
             click.echo(f"Event log: {json.dumps(statuses, sort_keys=True)}\n")
             click.echo(render_invoice_table(session))
+            click.echo("\nPast-due notifications:\n")
+            click.echo(render_notification_table(session))
         return 0 if not pending and not counts["error"] else 1
     finally:
         server.shutdown()

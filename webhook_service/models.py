@@ -206,7 +206,8 @@ class InvoiceStatusChange(Base):
     #: Position of `to_status` in the status order; the trail reads in this order (times can tie).
     rank: Mapped[int] = mapped_column(sa.SmallInteger)
     at: Mapped[datetime] = mapped_column(UTCDateTime)
-    event_id: Mapped[str] = mapped_column(sa.String(255))
+    #: Null when the daily sweep, not an event, found the change (a due date passing).
+    event_id: Mapped[str | None] = mapped_column(sa.String(255))
     #: Which observation of this status wins (causing event type first, then earliest); internal.
     observation_key: Mapped[str] = mapped_column(sa.String(300))
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -214,3 +215,54 @@ class InvoiceStatusChange(Base):
     invoice: Mapped[Invoice] = relationship(back_populates="status_history")
 
     __table_args__ = (sa.UniqueConstraint("invoice_id", "to_status"),)
+
+
+class NotificationKind(enum.StrEnum):
+    INVOICE_PAST_DUE = "invoice_past_due"
+
+
+class Audience(enum.StrEnum):
+    ADMINS = "admins"
+    CUSTOMER = "customer"
+
+
+class NotificationPreference(Base):
+    """A customer's notification choices, set by the portal; no row means the defaults (on, email)."""
+
+    __tablename__ = "notification_preferences"
+
+    #: Stripe customer id; no foreign key, so the portal may set it before the customer is mirrored.
+    customer_id: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+    past_due: Mapped[bool] = mapped_column(sa.Boolean, default=True)
+    #: Comma-separated channels the portal sends on, e.g. "email" or "email,in_app".
+    channels: Mapped[str] = mapped_column(sa.String(255), default="email")
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Notification(Base):
+    """A notification for the portal to show and send; one per audience per past-due episode."""
+
+    __tablename__ = "notifications"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(sa.String(32))
+    audience: Mapped[str] = mapped_column(sa.String(16))
+    invoice_id: Mapped[str] = mapped_column(sa.ForeignKey("invoices.id", ondelete="CASCADE"))
+    customer_id: Mapped[str | None] = mapped_column(sa.String(255))
+    amount_remaining: Mapped[int | None] = mapped_column(sa.BigInteger)
+    currency: Mapped[str | None] = mapped_column(sa.String(3))
+    due_date: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Whole days between the due date and entering past due (0 when it entered before the due date).
+    days_past_due: Mapped[int | None] = mapped_column(sa.Integer)
+    channels: Mapped[str] = mapped_column(sa.String(255), default="email")
+    #: When the invoice entered past due (the episode's start), not when the row was written.
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: Set by the portal.
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    read_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        sa.UniqueConstraint("invoice_id", "kind", "audience"),
+        sa.Index("ix_notifications_customer_created", "customer_id", "created_at"),
+        sa.Index("ix_notifications_audience_created", "audience", "created_at"),
+    )
