@@ -133,6 +133,12 @@ def test_demo_runs_on_embedded_defaults_and_prints_the_mirror(tmp_path):
     assert " paid " in rows["ACME-0001"] and "157.90 USD" in rows["ACME-0001"]
     assert " uncollectible " in rows["GLOBEX-0007"] and rows["GLOBEX-0007"].endswith("1,738.00 USD")
     assert " open " in rows["INITECH-0001"] and " void " in rows["GLOBEX-0001"]
+    assert " past_due " in rows["HOOLI-0001"] and " past_due " in rows["UMBRELLA-0001"]
+    assert "1 invoice(s) moved to past due" in out  # Umbrella: its due date passed with no event
+    notes = out.split("Past-due notifications:")[1]
+    for number in ("ACME-0013", "HOOLI-0001", "UMBRELLA-0001"):
+        assert re.search(rf"{number}\s+admins\s+invoice_past_due", notes)
+        assert re.search(rf"{number}\s+customer\s+invoice_past_due", notes)
     assert "dev mode" in result.stderr + result.stdout
     assert (tmp_path / "webhook_service.db").exists()
     # Running it again re-delivers everything: all duplicates, same table.
