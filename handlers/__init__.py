@@ -11,18 +11,24 @@ from collections.abc import Callable, Sequence
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, selectinload
 
-from handlers import invoices, past_due
+from handlers import credit_notes, customers, invoices, past_due
 from webhook_service.db import dialect_insert
-from webhook_service.models import Customer, Invoice, utcnow
+from webhook_service.models import CreditNote, Customer, Invoice, utcnow
 
 Handler = Callable[[dict, Session], None]
 
 EVENT_HANDLERS: dict[str, Handler] = {
     **{event_type: invoices.handle_invoice_event for event_type in invoices.EVENT_TYPES},
+    **{event_type: customers.handle_customer_event for event_type in customers.EVENT_TYPES},
+    **{event_type: credit_notes.handle_credit_note_event for event_type in credit_notes.EVENT_TYPES},
 }
 HANDLED_TYPES = frozenset(EVENT_HANDLERS)
 
-_RELATED_IDS = {event_type: invoices.related_ids for event_type in invoices.EVENT_TYPES}
+_RELATED_IDS = {
+    **{event_type: invoices.related_ids for event_type in invoices.EVENT_TYPES},
+    **{event_type: customers.related_ids for event_type in customers.EVENT_TYPES},
+    **{event_type: credit_notes.related_ids for event_type in credit_notes.EVENT_TYPES},
+}
 
 
 def handle(event: dict, session: Session) -> None:
@@ -41,35 +47,37 @@ def lock_related_rows(session: Session, events: Sequence[dict]) -> None:
     two drains creating the same invoice wait on each other instead of failing. Sorting the ids
     keeps concurrent drains from deadlocking; on SQLite the transaction holds the write lock.
     """
-    invoice_ids: set[str] = set()
-    customer_ids: set[str] = set()
+    wanted: dict[str, set[str]] = {"invoices": set(), "customers": set(), "credit_notes": set()}
     notifying = any(event.get("type") in past_due.EVENT_TYPES for event in events)
     for event in events:
         related = _RELATED_IDS.get(event.get("type"))
         if related is not None:
-            inv, cus = related(event)
-            invoice_ids |= inv
-            customer_ids |= cus
+            for table, ids in related(event).items():
+                wanted[table] |= ids
+    invoice_ids, customer_ids, note_ids = wanted["invoices"], wanted["customers"], wanted["credit_notes"]
     now = utcnow()
     dialect = session.get_bind().dialect.name
     # The identity map holds unchanged rows weakly; keep them alive until the session closes.
     held: list = session.info.setdefault("locked_rows", [])
     if customer_ids:
-        stubs = [{"id": i, "version_key": "", "livemode": False, "created_at": now, "updated_at": now}
+        stubs = [{"id": i, "version_key": "", "livemode": False, "credit_balance": 0,
+                  "entity_type": "organization", "created_at": now, "updated_at": now}
                  for i in sorted(customer_ids)]  # fmt: skip
         session.execute(dialect_insert(dialect, Customer).values(stubs).on_conflict_do_nothing())
         held += session.scalars(
             sa.select(Customer)
             .where(Customer.id.in_(sorted(customer_ids)))
             .order_by(Customer.id)
-            .with_for_update()
+            .options(selectinload(Customer.ledger))
+            .with_for_update(of=Customer)
         ).all()
     if notifying:
         past_due.load_preferences(session, customer_ids)
     if invoice_ids:
         stubs = [
             {"id": i, "version_key": "", "status": "draft", "credit_applied": 0, "attempt_count": 0,
-             "livemode": False, "lines_truncated": False, "updated_at": now}
+             "livemode": False, "lines_truncated": False, "pre_payment_credit_notes_amount": 0,
+             "post_payment_credit_notes_amount": 0, "amount_overpaid": 0, "updated_at": now}
             for i in sorted(invoice_ids)
         ]  # fmt: skip
         session.execute(dialect_insert(dialect, Invoice).values(stubs).on_conflict_do_nothing())
@@ -79,4 +87,11 @@ def lock_related_rows(session: Session, events: Sequence[dict]) -> None:
             .order_by(Invoice.id)
             .options(selectinload(Invoice.lines), selectinload(Invoice.status_history))
             .with_for_update(of=Invoice)
+        ).all()
+    if note_ids:
+        held += session.scalars(
+            sa.select(CreditNote)
+            .where(CreditNote.id.in_(sorted(note_ids)))
+            .order_by(CreditNote.id)
+            .with_for_update()
         ).all()

@@ -1,16 +1,23 @@
-"""Customer rows. Issue-2 scope: the row an invoice needs, created from the invoice's hints.
+"""customer.* events → the customer row, its billable entity and its credit balance.
 
-Hints merge order-free: the row keeps the values from the greatest version key, and customer
-events (added with the credit work) use keys that outrank every invoice hint.
+Order-free like invoices: the row holds the snapshot with the greatest version key. Customer
+events ("1…") outrank the hints invoices carry ("0…"); deletion is sticky, so a late update never
+resurrects a deleted customer.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
+from handlers import ledger
+from handlers.settings import ENTITY_TYPES, settings_of
+from webhook_service.errors import PermanentEventError
 from webhook_service.models import Customer
+
+EVENT_TYPES = frozenset({"customer.created", "customer.updated", "customer.deleted"})
 
 
 @dataclass(frozen=True)
@@ -24,16 +31,63 @@ class CustomerHints:
     version_key: str
 
 
-def ensure_customer(session: Session, customer_id: str, hints: CustomerHints) -> Customer:
-    """Return the customer row, creating it when the invoice arrives first; newer hints refresh it."""
+def related_ids(event: dict) -> dict[str, set[str]]:
+    """The rows this event touches, for batch locking."""
+    customer_id = event["data"]["object"].get("id")
+    return {"customers": {customer_id} if isinstance(customer_id, str) else set()}
+
+
+def ensure_customer(session: Session, customer_id: str, hints: CustomerHints | None = None) -> Customer:
+    """Return the customer row, creating it when another object arrives first; newer hints refresh it."""
     customer = session.get(Customer, customer_id)
     if customer is None:
-        customer = Customer(id=customer_id, version_key="", livemode=hints.livemode)
+        customer = Customer(
+            id=customer_id,
+            version_key="",
+            livemode=bool(hints and hints.livemode),
+            credit_balance=0,
+            entity_type=settings_of(session).default_entity_type,
+        )
         session.add(customer)
-    if hints.version_key > (customer.version_key or ""):
+    if hints is not None and hints.version_key > (customer.version_key or ""):
         customer.name = hints.name
         customer.email = hints.email
         customer.currency = hints.currency or customer.currency
         customer.livemode = hints.livemode
         customer.version_key = hints.version_key
     return customer
+
+
+def handle_customer_event(event: dict, session: Session) -> None:
+    """Merge a customer event: profile, entity, balance; then reconcile the credit ledger.
+
+    :raises PermanentEventError: the object has no id, or a non-integer balance.
+    """
+    obj = event["data"]["object"]
+    customer_id = obj.get("id")
+    if not isinstance(customer_id, str) or not customer_id:
+        raise PermanentEventError(f"{event['type']} {event['id']}: customer object has no id")
+    balance = obj.get("balance", 0)
+    if isinstance(balance, bool) or not isinstance(balance, int):
+        raise PermanentEventError(f"customer {customer_id}: balance is {balance!r}, expected an integer")
+    customer = ensure_customer(session, customer_id)
+    created = event.get("created") if isinstance(event.get("created"), int) else 0
+    changed = 1 if (event.get("data") or {}).get("previous_attributes") else 0
+    key = f"1.{created:011d}.{changed}.{event['id']}"
+    if key > (customer.version_key or ""):
+        settings = settings_of(session)
+        metadata = obj.get("metadata") or {}
+        entity_type = str(metadata.get(settings.entity_type_key) or "").strip().lower()
+        customer.name = obj.get("name")
+        customer.email = obj.get("email")
+        customer.currency = obj.get("currency") or customer.currency
+        customer.livemode = obj.get("livemode") is True
+        customer.balance = balance
+        customer.entity_type = entity_type if entity_type in ENTITY_TYPES else settings.default_entity_type
+        customer.entity_id = metadata.get(settings.entity_id_key) or None
+        customer.version_key = key
+    if event["type"] == "customer.deleted":
+        deleted_at = datetime.fromtimestamp(created, UTC)
+        if customer.deleted_at is None or deleted_at < customer.deleted_at:
+            customer.deleted_at = deleted_at
+    ledger.reconcile(customer)

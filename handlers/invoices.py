@@ -12,10 +12,10 @@ from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
-from handlers import customers, past_due, status_history
+from handlers import customers, ledger, past_due, status_history
 from handlers.status_history import STATUS_RANK
 from webhook_service.errors import PermanentEventError
-from webhook_service.models import Invoice, InvoiceLine
+from webhook_service.models import Invoice, InvoiceLine, LedgerKind
 
 EVENT_TYPES = frozenset(
     {
@@ -56,12 +56,15 @@ TRANSITION_FIELD = {
 LINE_CATEGORIES = ("usage", "fixed_fee", "adjustment")
 
 
-def related_ids(event: dict) -> tuple[set[str], set[str]]:
-    """(invoice ids, customer ids) this event touches, so a batch can lock them up front."""
+def related_ids(event: dict) -> dict[str, set[str]]:
+    """The rows this event touches, so a batch can lock them up front."""
     obj = event["data"]["object"]
     invoice_id = obj.get("id")
     customer_id = _customer_id(obj)
-    return ({invoice_id} if isinstance(invoice_id, str) else set()), ({customer_id} if customer_id else set())
+    return {
+        "invoices": {invoice_id} if isinstance(invoice_id, str) else set(),
+        "customers": {customer_id} if customer_id else set(),
+    }
 
 
 def handle_invoice_event(event: dict, session: Session) -> None:
@@ -93,6 +96,7 @@ def handle_invoice_event(event: dict, session: Session) -> None:
         _apply_snapshot(invoice, obj, customer_id)
         invoice.version_key = key
         invoice.source_event_id = event["id"]
+        _sync_ledger(session, invoice)
 
     if event["type"] == "invoice.deleted" and invoice.deleted_at is None:
         invoice.deleted_at = _ts(event.get("created")) or _ts(obj.get("created"))
@@ -202,9 +206,36 @@ def _apply_snapshot(invoice: Invoice, obj: dict, customer_id: str | None) -> Non
     invoice.hosted_invoice_url = obj.get("hosted_invoice_url")
     invoice.invoice_pdf = obj.get("invoice_pdf")
     invoice.livemode = obj.get("livemode") is True
+    invoice.pre_payment_credit_notes_amount = _opt_int(obj, "pre_payment_credit_notes_amount") or 0
+    invoice.post_payment_credit_notes_amount = _opt_int(obj, "post_payment_credit_notes_amount") or 0
+    invoice.amount_overpaid = _opt_int(obj, "amount_overpaid") or 0
     lines = obj.get("lines") or {}
     invoice.lines_truncated = bool(lines.get("has_more"))
     _replace_lines(invoice, lines.get("data") or [])
+
+
+def _sync_ledger(session: Session, invoice: Invoice) -> None:
+    """The customer-balance effects this invoice's newest snapshot implies (portal sign)."""
+    if not invoice.customer_id:
+        return
+    desired: ledger.Desired = {}
+    starting, ending = invoice.starting_balance, invoice.ending_balance
+    if starting is not None and ending is not None and starting != ending:
+        # Finalization moved the balance into the invoice: credit used (or a debt carried in).
+        desired[LedgerKind.APPLIED_TO_INVOICE.value] = (
+            starting - ending,
+            invoice.currency,
+            invoice.issued_at,
+        )
+        if invoice.stripe_status == "void":
+            desired[LedgerKind.UNAPPLIED_FROM_INVOICE.value] = (
+                ending - starting,
+                invoice.currency,
+                invoice.voided_at,
+            )
+    if invoice.amount_overpaid > 0:
+        desired[LedgerKind.OVERPAYMENT.value] = (invoice.amount_overpaid, invoice.currency, invoice.paid_at)
+    ledger.sync_source(session, invoice.customer_id, "invoice", invoice.id, desired)
 
 
 def credit_applied(starting_balance: int | None, ending_balance: int | None) -> int:

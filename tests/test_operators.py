@@ -147,41 +147,69 @@ def test_replay_filters_and_bad_input(app, stripe, fixture_events, operator, bro
 # ---- resync -------------------------------------------------------------------------------
 
 
-def _page(events, has_more):
-    return {"object": "list", "url": "/v1/events", "has_more": has_more, "data": events}
-
-
 def _listed(fixture_events):
     """Stripe lists newest first."""
-    return sorted(
-        (e for e in fixture_events if e["type"].startswith("invoice.")), key=lambda e: -e["created"]
-    )
+    return sorted(fixture_events, key=lambda e: (-e["created"], e["id"]))
+
+
+class FakeEventsAPI:
+    """GET /v1/events as Stripe answers it: filtered by types[], paginated by starting_after and limit."""
+
+    def __init__(self, events, page_size=10, rate_limit_on_call=None):
+        self.events = _listed(events)
+        self.page_size = page_size
+        self.rate_limit_on_call = rate_limit_on_call
+        self.calls = 0
+
+    def __call__(self, request):
+        from urllib.parse import parse_qs, urlparse
+
+        self.calls += 1
+        if self.calls == self.rate_limit_on_call:
+            body = {"error": {"type": "invalid_request_error", "code": "rate_limit",
+                              "message": "Too many requests hit the API too quickly."}}  # fmt: skip
+            return 429, {"Retry-After": "2"}, json.dumps(body)
+        query = parse_qs(urlparse(request.url).query)
+        types = set(query.get("types[]", []))
+        since = int(query["created[gte]"][0])
+        matching = [e for e in self.events if e["type"] in types and e["created"] >= since]
+        if "starting_after" in query:
+            ids = [e["id"] for e in matching]
+            matching = matching[ids.index(query["starting_after"][0]) + 1 :]
+        limit = min(int(query.get("limit", ["10"])[0]), self.page_size)
+        page = {
+            "object": "list",
+            "url": "/v1/events",
+            "has_more": len(matching) > limit,
+            "data": matching[:limit],
+        }
+        return 200, {}, json.dumps(page)
+
+
+def _handled_fixtures(fixture_events):
+    return [e for e in fixture_events if e["type"] in handlers.HANDLED_TYPES]
 
 
 @responses.activate
 def test_resync_pages_through_events_and_records_only_missing_ones(app, stripe, services, fixture_events):
-    listed = _listed(fixture_events)
+    api = FakeEventsAPI(fixture_events, page_size=10, rate_limit_on_call=2)
+    responses.add_callback(responses.GET, f"{API}/v1/events", callback=api)
+    listed = _listed(_handled_fixtures(fixture_events))
     _deliver(stripe, listed[:3])  # these arrived by webhook already
-    first_page = [responses.matchers.query_param_matcher({"limit": "100"}, strict_match=False)]
-    responses.get(f"{API}/v1/events", json=_page(listed[:10], True), match=first_page)
-    responses.get(f"{API}/v1/events", status=429, headers={"Retry-After": "2"},
-                  json={"error": {"type": "invalid_request_error", "code": "rate_limit",
-                                  "message": "Too many requests hit the API too quickly."}})  # fmt: skip
-    responses.get(f"{API}/v1/events", json=_page(listed[10:], False))
     waits = []
     client = StripeEventsClient("sk_test_operator", API, sleep=waits.append)
-    now = datetime.now(UTC)
-    report = resync(
-        services.db, services.queue, client, now - timedelta(days=3), sorted(handlers.HANDLED_TYPES)
-    )
+    since = datetime.fromtimestamp(min(e["created"] for e in fixture_events), UTC)
+    types = sorted(handlers.HANDLED_TYPES)
+    assert len(types) > 20  # so the listing is split into two type chunks
+    report = resync(services.db, services.queue, client, since, types, now=since + timedelta(days=5))
     assert (report.listed, report.already_logged) == (len(listed), 3)
-    assert "invoice.upcoming" in {e["type"] for e in listed[:3]}  # ignored when the webhook delivered it
     assert report.recorded == {"queued": len(listed) - 3}
-    assert waits == [2.0]
-    second = responses.calls[2].request
-    assert f"starting_after={listed[9]['id']}" in second.url
-    assert second.headers["Authorization"] == "Bearer sk_test_operator"
-    assert "types%5B%5D=invoice.paid" in second.url
+    assert waits == [2.0]  # the 429 on the second call, with Retry-After: 2
+    paged = [c.request.url for c in responses.calls if "starting_after=" in c.request.url]
+    assert paged and all(
+        c.request.headers["Authorization"] == "Bearer sk_test_operator" for c in responses.calls
+    )
+    assert all(c.request.url.count("types%5B%5D=") <= 20 for c in responses.calls)
     run_worker(app)
     assert invoices_by_number(app)["ACME-0013"].status == "paid"
     assert json.loads(event_rows(app)[listed[5]["id"]].payload) == listed[5]
@@ -209,8 +237,9 @@ def test_resync_gives_up_after_repeated_rate_limits(services):
 
 @responses.activate
 def test_resync_cli_clamps_to_30_days_dry_run_and_errors(app, stripe, fixture_events, operator):
-    listed = _listed(fixture_events)
-    responses.get(f"{API}/v1/events", json=_page(listed, False))
+    recent = [dict(e, created=int(datetime.now(UTC).timestamp()) - 3600) for e in fixture_events]
+    responses.add_callback(responses.GET, f"{API}/v1/events", callback=FakeEventsAPI(recent, page_size=100))
+    listed = _handled_fixtures(recent)
     dry = operator("resync", "--since", "2020-01-01", "--dry-run")
     assert dry.exit_code == 0, dry.output
     assert "Stripe keeps events for 30 days" in dry.output
@@ -220,9 +249,17 @@ def test_resync_cli_clamps_to_30_days_dry_run_and_errors(app, stripe, fixture_ev
     assert event_rows(app) == {}
     real = operator("resync", "--since", "2020-01-01", "--type", "invoice.paid")
     assert real.exit_code == 0, real.output
-    assert f"Recorded {len(listed)} events (1 ignored, {len(listed) - 1} queued)." in real.output
-    responses.replace(responses.GET, f"{API}/v1/events", status=401,
-                      json={"error": {"message": "Invalid API Key provided: sk_test_****ator"}})  # fmt: skip
+    paid = sum(1 for e in listed if e["type"] == "invoice.paid")
+    assert (
+        f"Stripe listed {paid} events" in real.output
+        and f"Recorded {paid} events ({paid} queued)." in real.output
+    )
+    responses.reset()
+    responses.get(
+        f"{API}/v1/events",
+        status=401,
+        json={"error": {"message": "Invalid API Key provided: sk_test_****ator"}},
+    )
     denied = operator("resync", "--since", "2026-11-01")
     assert denied.exit_code == 2 and "Invalid API Key provided" in denied.output
 

@@ -7,6 +7,7 @@ import os
 
 from flask import Flask
 
+from handlers.settings import HandlerSettings
 from webhook_service import errors, health, metrics, receiver, services
 from webhook_service.config import Config, load_config
 from webhook_service.db import create_database
@@ -35,7 +36,15 @@ def create_app(config: Config | None = None) -> Flask:
         app,
         services.Services(
             config=config,
-            db=create_database(config.database_url),
+            db=create_database(
+                config.database_url,
+                {
+                    "handler_settings": HandlerSettings(
+                        entity_type_key=config.entity_type_metadata_key,
+                        entity_id_key=config.entity_id_metadata_key,
+                    )
+                },
+            ),
             queue=create_queue(config.redis_url, config.queue_name, config.retry_intervals),
         ),
     )

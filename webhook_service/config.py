@@ -42,6 +42,8 @@ class Config:
     drain_batch_size: int = 500
     retry_intervals: tuple[int, ...] = DEFAULT_RETRY_INTERVALS
     sweep_time_utc: str = "06:00"
+    entity_type_metadata_key: str = "entity_type"
+    entity_id_metadata_key: str = "portal_entity_id"
     log_level: str = "INFO"
     demo: bool = False
 
@@ -135,6 +137,8 @@ def load_config(environ: Mapping[str, str], *, demo: bool = False) -> Config:
         drain_batch_size=batch,
         retry_intervals=_parse_intervals(environ.get("EVENT_RETRY_INTERVALS")),
         sweep_time_utc=_parse_sweep_time(environ.get("PAST_DUE_SWEEP_TIME")),
+        entity_type_metadata_key=(environ.get("ENTITY_TYPE_METADATA_KEY") or "entity_type").strip(),
+        entity_id_metadata_key=(environ.get("ENTITY_ID_METADATA_KEY") or "portal_entity_id").strip(),
         log_level=(environ.get("LOG_LEVEL") or "INFO").upper(),
         demo=demo,
     )

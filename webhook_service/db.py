@@ -70,8 +70,11 @@ def _configure_sqlite(engine: sa.Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def create_database(url: str) -> Database:
-    """Build the engine for a SQLAlchemy URL; a malformed URL is a ConfigError."""
+def create_database(url: str, session_info: dict | None = None) -> Database:
+    """Build the engine for a SQLAlchemy URL; a malformed URL is a ConfigError.
+
+    `session_info` seeds every session's `info` (handlers read their settings from it).
+    """
     try:
         parsed = sa.engine.make_url(url)
     except sa.exc.ArgumentError as exc:
@@ -85,7 +88,9 @@ def create_database(url: str) -> Database:
         raise ConfigError(f"DATABASE_URL {parsed.render_as_string(hide_password=True)!r}: {exc}") from None
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine)
-    return Database(engine=engine, sessions=sessionmaker(engine, expire_on_commit=False))
+    return Database(
+        engine=engine, sessions=sessionmaker(engine, expire_on_commit=False, info=session_info or {})
+    )
 
 
 def alembic_config(url: str) -> AlembicConfig:

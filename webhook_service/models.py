@@ -98,7 +98,10 @@ class StripeEvent(Base):
 
 
 class Customer(Base):
-    """A Stripe customer; created from an invoice's hints when the invoice arrives first."""
+    """A Stripe customer and the portal billable entity it maps to.
+
+    Created from an invoice's hints when an invoice arrives first; customer events outrank hints.
+    """
 
     __tablename__ = "customers"
 
@@ -107,10 +110,23 @@ class Customer(Base):
     email: Mapped[str | None] = mapped_column(sa.String(512))
     currency: Mapped[str | None] = mapped_column(sa.String(3))
     livemode: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    #: Stripe's `balance` (negative = credit), from the newest customer snapshot; null before one arrives.
+    balance: Mapped[int | None] = mapped_column(sa.BigInteger)
+    #: Credit available to the customer, positive (Stripe's balance negated); agrees with the ledger.
+    credit_balance: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    entity_type: Mapped[str] = mapped_column(sa.String(32), default="organization")
+    entity_id: Mapped[str | None] = mapped_column(sa.String(255))
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: Sortable key of the data the row holds: customer events ("1…") outrank invoice hints ("0…").
     version_key: Mapped[str] = mapped_column(sa.String(300), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    ledger: Mapped[list[CreditLedgerEntry]] = relationship(
+        back_populates="customer", cascade="all, delete-orphan", order_by="CreditLedgerEntry.effective_at"
+    )
+
+    __table_args__ = (sa.Index("ix_customers_entity_id", "entity_id"),)
 
 
 class Invoice(Base):
@@ -148,6 +164,11 @@ class Invoice(Base):
     hosted_invoice_url: Mapped[str | None] = mapped_column(sa.Text)
     invoice_pdf: Mapped[str | None] = mapped_column(sa.Text)
     livemode: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    #: Credit notes issued against the invoice, before and after payment (Stripe's own sums).
+    pre_payment_credit_notes_amount: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    post_payment_credit_notes_amount: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    #: Paid beyond the amount due, credited to the customer balance (2025-03-31.basil and later).
+    amount_overpaid: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     #: True when Stripe's payload listed only the first page of lines (`lines.has_more`).
     lines_truncated: Mapped[bool] = mapped_column(sa.Boolean, default=False)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -266,3 +287,78 @@ class Notification(Base):
         sa.Index("ix_notifications_customer_created", "customer_id", "created_at"),
         sa.Index("ix_notifications_audience_created", "audience", "created_at"),
     )
+
+
+class CreditNote(Base):
+    """A mirrored credit note, from its newest snapshot."""
+
+    __tablename__ = "credit_notes"
+
+    id: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+    #: No foreign key: a credit note may arrive before its invoice, and must not invent one.
+    invoice_id: Mapped[str | None] = mapped_column(sa.String(255))
+    customer_id: Mapped[str | None] = mapped_column(sa.ForeignKey("customers.id"))
+    number: Mapped[str | None] = mapped_column(sa.String(255))
+    #: pre_payment, post_payment or mixed.
+    type: Mapped[str | None] = mapped_column(sa.String(16))
+    #: issued or void.
+    status: Mapped[str | None] = mapped_column(sa.String(16))
+    currency: Mapped[str | None] = mapped_column(sa.String(3))
+    amount: Mapped[int | None] = mapped_column(sa.BigInteger)
+    subtotal: Mapped[int | None] = mapped_column(sa.BigInteger)
+    total: Mapped[int | None] = mapped_column(sa.BigInteger)
+    pre_payment_amount: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    post_payment_amount: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    out_of_band_amount: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    refunded_amount: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    #: Refund ids, comma-separated (`refunds[]`, or the single `refund` before basil).
+    refund_ids: Mapped[str | None] = mapped_column(sa.Text)
+    credited_to_balance: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    customer_balance_transaction: Mapped[str | None] = mapped_column(sa.String(255))
+    reason: Mapped[str | None] = mapped_column(sa.String(64))
+    memo: Mapped[str | None] = mapped_column(sa.Text)
+    pdf: Mapped[str | None] = mapped_column(sa.Text)
+    created_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    voided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    livemode: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    version_key: Mapped[str] = mapped_column(sa.String(300), default="")
+    source_event_id: Mapped[str | None] = mapped_column(sa.String(255))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (
+        sa.Index("ix_credit_notes_invoice_id", "invoice_id"),
+        sa.Index("ix_credit_notes_customer_created", "customer_id", "created_at"),
+    )
+
+
+class LedgerKind(enum.StrEnum):
+    """Why a customer's credit balance changed (amounts in portal sign: + adds credit)."""
+
+    CREDIT_NOTE = "credit_note"
+    CREDIT_NOTE_VOIDED = "credit_note_voided"
+    APPLIED_TO_INVOICE = "applied_to_invoice"
+    UNAPPLIED_FROM_INVOICE = "unapplied_from_invoice"
+    OVERPAYMENT = "overpayment"
+    ADJUSTMENT = "adjustment"
+
+
+class CreditLedgerEntry(Base):
+    """One reason a credit balance changed, with the Stripe object behind it; one row per (reason, object)."""
+
+    __tablename__ = "credit_ledger"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(sa.ForeignKey("customers.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(sa.String(32))
+    #: Minor units, portal sign: positive adds credit, negative uses it.
+    amount: Mapped[int] = mapped_column(sa.BigInteger)
+    currency: Mapped[str | None] = mapped_column(sa.String(3))
+    #: credit_note, invoice or customer (the object whose state implies this row).
+    source_type: Mapped[str] = mapped_column(sa.String(16))
+    source_id: Mapped[str] = mapped_column(sa.String(255))
+    effective_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    customer: Mapped[Customer] = relationship(back_populates="ledger")
+
+    __table_args__ = (sa.UniqueConstraint("customer_id", "kind", "source_type", "source_id"),)
