@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from webhook_service.models import Customer, Invoice, InvoiceLine, InvoiceStatusChange, StripeEvent
+from webhook_service.models import (
+    Customer,
+    Invoice,
+    InvoiceLine,
+    InvoiceStatusChange,
+    StripeEvent,
+)
 from webhook_service.services import get_services
 from webhook_service.workers import build_worker
 

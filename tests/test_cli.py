@@ -125,8 +125,8 @@ def test_demo_runs_on_embedded_defaults_and_prints_the_mirror(tmp_path):
     result = run_cli("demo", cwd=tmp_path, timeout=180)
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "(7 recognised as duplicates), 0 errors" in out
-    assert '"ignored": 2, "processed": 23' in out
+    assert "(11 recognised as duplicates), 0 errors" in out
+    assert '"ignored": 2, "processed": 42' in out
     invoices_part = out.split("Past-due notifications:")[0]
     rows = {line.split()[0]: line for line in invoices_part.splitlines() if re.match(r"[A-Z]+-\d{4} ", line)}
     assert set(rows) == {"ACME-0001", "ACME-0013", "GLOBEX-0001", "GLOBEX-0007", "INITECH-0001",
@@ -135,6 +135,16 @@ def test_demo_runs_on_embedded_defaults_and_prints_the_mirror(tmp_path):
     assert " uncollectible " in rows["GLOBEX-0007"] and rows["GLOBEX-0007"].endswith("1,738.00 USD")
     assert " open " in rows["INITECH-0001"] and " void " in rows["GLOBEX-0001"]
     assert " past_due " in rows["HOOLI-0001"] and " past_due " in rows["UMBRELLA-0001"]
+    assert rows["INITECH-0001"].split()[-4:] == [
+        "500.00",
+        "USD",
+        "4,300.00",
+        "USD",
+    ]  # partial pre-payment credit
+    credit = {line.split("  ")[0]: line for line in out.split("Customer credit:")[1].splitlines() if line}
+    assert "company org_acme" in credit["Acme Robotics"] and "10.00 USD" in credit["Acme Robotics"]
+    assert "credit_note_voided -5.00 USD" in credit["Acme Robotics"]
+    assert "adjustment 25.00 USD" in credit["Globex Corporation"]
     assert "1 invoice(s) moved to past due" in out  # Umbrella: its due date passed with no event
     notes = out.split("Past-due notifications:")[1]
     for number in ("ACME-0013", "HOOLI-0001", "UMBRELLA-0001"):
@@ -144,7 +154,7 @@ def test_demo_runs_on_embedded_defaults_and_prints_the_mirror(tmp_path):
     assert (tmp_path / "webhook_service.db").exists()
     # Running it again re-delivers everything: all duplicates, same table.
     again = run_cli("demo", cwd=tmp_path, timeout=180)
-    assert again.returncode == 0 and "(32 recognised as duplicates)" in again.stdout
+    assert again.returncode == 0 and "(55 recognised as duplicates)" in again.stdout
 
 
 def test_upgrade_is_idempotent(tmp_path):

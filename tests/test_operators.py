@@ -316,7 +316,7 @@ def test_web_errors_reach_sentry_tagged_and_without_body_or_signature(stripe, se
 
 
 def test_job_errors_reach_sentry_tagged_without_payload(app, stripe, services, sentry_events, fixture_events):
-    poison = json.loads(json.dumps(fixture_events[0]))
+    poison = json.loads(json.dumps(next(e for e in fixture_events if e["type"] == "invoice.created")))
     poison["id"] = "evt_1PoisonForSentry0000000"
     poison["data"]["object"]["amount_due"] = "lots"
     marker = "-".join(["poison", "marker"])  # built at run time: Sentry sends source lines

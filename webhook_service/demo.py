@@ -65,7 +65,7 @@ def render_invoice_table(session) -> str:
         .where(Invoice.deleted_at.is_(None))
         .order_by(Customer.name, Invoice.created_at)
     ).all()
-    header = ("number", "customer", "status", "total", "amount remaining")
+    header = ("number", "customer", "status", "total", "credit", "amount remaining")
     return _table(
         header,
         [
@@ -74,12 +74,40 @@ def render_invoice_table(session) -> str:
                 name or inv.customer_id or "-",
                 inv.status,
                 _money(inv.total, inv.currency),
+                # From the balance at finalization, plus credit notes before and after payment.
+                _money(
+                    inv.credit_applied
+                    + inv.pre_payment_credit_notes_amount
+                    + inv.post_payment_credit_notes_amount,
+                    inv.currency,
+                ),
                 _money(inv.amount_remaining, inv.currency),
             )
             for inv, name in rows
         ],
         right_from=3,
     )
+
+
+def render_credit_table(session) -> str:
+    """Customers with their entity and credit balance, and the ledger rows behind it."""
+    customers = session.scalars(sa.select(Customer).order_by(Customer.name)).all()
+    header = ("customer", "entity", "credit balance", "ledger")
+    rows = []
+    for customer in customers:
+        reasons = ", ".join(
+            f"{entry.kind} {_money(entry.amount, entry.currency)}" for entry in customer.ledger
+        )
+        entity = f"{customer.entity_type}" + (f" {customer.entity_id}" if customer.entity_id else "")
+        rows.append(
+            (
+                customer.name or customer.id,
+                entity,
+                _money(customer.credit_balance, customer.currency),
+                reasons,
+            )
+        )
+    return _table(header, rows, right_from=2)
 
 
 def render_notification_table(session) -> str:
@@ -171,6 +199,8 @@ def run_demo(config: Config, fixtures_dir: str | None, seed: int, log_level: str
             click.echo(render_invoice_table(session))
             click.echo("\nPast-due notifications:\n")
             click.echo(render_notification_table(session))
+            click.echo("\nCustomer credit:\n")
+            click.echo(render_credit_table(session))
         return 0 if not pending and not counts["error"] else 1
     finally:
         server.shutdown()
