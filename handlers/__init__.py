@@ -77,7 +77,8 @@ def lock_related_rows(session: Session, events: Sequence[dict]) -> None:
         stubs = [
             {"id": i, "version_key": "", "status": "draft", "credit_applied": 0, "attempt_count": 0,
              "livemode": False, "lines_truncated": False, "pre_payment_credit_notes_amount": 0,
-             "post_payment_credit_notes_amount": 0, "amount_overpaid": 0, "updated_at": now}
+             "post_payment_credit_notes_amount": 0, "amount_overpaid": 0, "credited_in_full": False,
+             "updated_at": now}
             for i in sorted(invoice_ids)
         ]  # fmt: skip
         session.execute(dialect_insert(dialect, Invoice).values(stubs).on_conflict_do_nothing())

@@ -209,6 +209,8 @@ def _apply_snapshot(invoice: Invoice, obj: dict, customer_id: str | None) -> Non
     invoice.pre_payment_credit_notes_amount = _opt_int(obj, "pre_payment_credit_notes_amount") or 0
     invoice.post_payment_credit_notes_amount = _opt_int(obj, "post_payment_credit_notes_amount") or 0
     invoice.amount_overpaid = _opt_int(obj, "amount_overpaid") or 0
+    credited = invoice.pre_payment_credit_notes_amount + invoice.post_payment_credit_notes_amount
+    invoice.credited_in_full = bool(invoice.total) and credited >= invoice.total
     lines = obj.get("lines") or {}
     invoice.lines_truncated = bool(lines.get("has_more"))
     _replace_lines(invoice, lines.get("data") or [])

@@ -90,23 +90,23 @@ def render_invoice_table(session) -> str:
 
 
 def render_credit_table(session) -> str:
-    """Customers with their entity and credit balance, and the ledger rows behind it."""
+    """Customers with their entity and credit balance, each followed by the ledger rows behind it."""
     customers = session.scalars(sa.select(Customer).order_by(Customer.name)).all()
-    header = ("customer", "entity", "credit balance", "ledger")
+    header = ("customer / ledger", "entity / source", "credit")
     rows = []
     for customer in customers:
-        reasons = ", ".join(
-            f"{entry.kind} {_money(entry.amount, entry.currency)}" for entry in customer.ledger
-        )
-        entity = f"{customer.entity_type}" + (f" {customer.entity_id}" if customer.entity_id else "")
+        entity = customer.entity_type + (f" {customer.entity_id}" if customer.entity_id else "")
         rows.append(
-            (
-                customer.name or customer.id,
-                entity,
-                _money(customer.credit_balance, customer.currency),
-                reasons,
-            )
+            (customer.name or customer.id, entity, _money(customer.credit_balance, customer.currency))
         )
+        for entry in customer.ledger:
+            rows.append(
+                (
+                    f"  {entry.kind}",
+                    f"  {entry.source_type} {entry.source_id}",
+                    _money(entry.amount, entry.currency),
+                )
+            )
     return _table(header, rows, right_from=2)
 
 

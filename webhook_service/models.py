@@ -167,6 +167,8 @@ class Invoice(Base):
     #: Credit notes issued against the invoice, before and after payment (Stripe's own sums).
     pre_payment_credit_notes_amount: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     post_payment_credit_notes_amount: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    #: Credit notes cover the whole total (full credit); false for partial or none.
+    credited_in_full: Mapped[bool] = mapped_column(sa.Boolean, default=False)
     #: Paid beyond the amount due, credited to the customer balance (2025-03-31.basil and later).
     amount_overpaid: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     #: True when Stripe's payload listed only the first page of lines (`lines.has_more`).

@@ -239,3 +239,15 @@ def test_malformed_credit_notes_are_permanent_errors(services, change, message):
     obj = dict(credit_note(ids, life, T, amount=100, credit_type="pre_payment", number="CN-X"), **change)
     with pytest.raises(PermanentEventError, match=message):
         apply(services, [credit_note_event(ids, "credit_note.created", T, obj, NEW_API)])
+
+
+def test_full_and_partial_credit_is_visible_on_the_invoice(services):
+    _, partial = invoice_for(NEW_API, "partial", collection_method="send_invoice")
+    _, full = invoice_for(NEW_API, "full", collection_method="send_invoice")
+    apply(services, [partial.created(T), partial.finalized(T + 60), partial.credit_noted(T + 70, pre=4000)])
+    apply(services, [full.created(T), full.finalized(T + 60), full.credit_noted(T + 70, pre=10000)])
+    partial_row, full_row = load_invoice(services, partial.id), load_invoice(services, full.id)
+    assert (partial_row.pre_payment_credit_notes_amount, partial_row.credited_in_full) == (4000, False)
+    assert partial_row.amount_remaining == 6000  # Stripe's number, as it sent it
+    assert (full_row.pre_payment_credit_notes_amount, full_row.credited_in_full) == (10000, True)
+    assert full_row.amount_remaining == 0

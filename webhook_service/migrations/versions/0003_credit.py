@@ -99,10 +99,14 @@ def upgrade() -> None:
             sa.Column("post_payment_credit_notes_amount", sa.BigInteger(), nullable=False, server_default="0")
         )
         batch_op.add_column(sa.Column("amount_overpaid", sa.BigInteger(), nullable=False, server_default="0"))
+        batch_op.add_column(
+            sa.Column("credited_in_full", sa.Boolean(), nullable=False, server_default=sa.false())
+        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("invoices", schema=None) as batch_op:
+        batch_op.drop_column("credited_in_full")
         batch_op.drop_column("amount_overpaid")
         batch_op.drop_column("post_payment_credit_notes_amount")
         batch_op.drop_column("pre_payment_credit_notes_amount")
