@@ -1,8 +1,11 @@
-"""Shared fixtures: real PostgreSQL and Redis (the machine's), SQLite as the embedded default.
+"""Shared fixtures: real PostgreSQL and Redis, SQLite as the embedded default.
 
-Every test that asks for `services` or `app` runs once per database backend. PostgreSQL gets a
-throwaway database per test run; Redis gets one logical database, flushed around each test.
-A missing service is an error, never a skip: CI must not pass by testing nothing.
+Every test that asks for `services` or `app` runs once per database backend. PostgreSQL (the
+machine's server) gets a throwaway database per test run. Redis is a private `redis-server`
+started for the run on a free port (the machine's binary; RQ job ids are event ids, so two runs
+sharing one Redis would take each other's jobs), flushed around each test; TEST_REDIS_URL points
+the run at an existing server instead. The machine's own Redis on 6379 is exercised by
+test_machine_services.py. A missing service is an error, never a skip.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from webhook_service.signature import sign
 SECRET = "whsec_test_primary_0123456789abcdef"
 OTHER_SECRET = "whsec_test_rolled_fedcba9876543210"
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://root@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+REDIS_URL = os.environ.get("TEST_REDIS_URL")
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "events"
 
 
@@ -75,9 +78,16 @@ def database_url(request):
 
 
 @pytest.fixture(scope="session")
-def redis_url():
-    _require("Redis at " + REDIS_URL, lambda: redis.Redis.from_url(REDIS_URL, socket_timeout=3).ping())
-    return REDIS_URL
+def redis_url(tmp_path_factory):
+    """The run's own Redis (or TEST_REDIS_URL's)."""
+    if REDIS_URL:
+        _require("Redis at " + REDIS_URL, lambda: redis.Redis.from_url(REDIS_URL, socket_timeout=3).ping())
+        yield REDIS_URL
+        return
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    _require("redis-server (the machine's binary)", server.start)
+    yield server.url
+    server.stop()
 
 
 def clean_tables(engine: sa.Engine) -> None:

@@ -220,6 +220,7 @@ def test_receiver_does_not_build_stripe_objects(stripe, fixture_events, monkeypa
 
 def test_redis_queue_is_the_configured_one(services, redis_url):
     assert isinstance(services.queue.queue, Queue)
-    assert services.queue.connection.connection_pool.connection_kwargs["port"] == 6379
+    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    assert services.queue.connection.connection_pool.connection_kwargs["port"] == port
     assert not services.queue.embedded
     assert isinstance(services.queue.connection, redis.Redis)

@@ -8,7 +8,7 @@ import os
 from flask import Flask
 
 from handlers.settings import HandlerSettings
-from webhook_service import errors, health, metrics, receiver, services
+from webhook_service import api, errors, health, metrics, receiver, services
 from webhook_service.config import Config, load_config
 from webhook_service.db import create_database
 from webhook_service.logging_setup import configure_logging
@@ -51,7 +51,8 @@ def create_app(config: Config | None = None) -> Flask:
     app.register_blueprint(receiver.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
-    errors.register_error_handlers(app)
+    api.init_app(app)
+    errors.register_error_handlers(app)  # after the API: flask-smorest installs handlers of its own
     if config.embedded_queue:
         logger.warning("dev mode: REDIS_URL is unset, using the in-process queue; not for production")
     if config.database_url_is_default:

@@ -84,7 +84,10 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(ServiceError)
     def _service_error(exc: ServiceError):
-        return error_body(exc.status_code, exc.code, exc.message)
+        response = error_body(exc.status_code, exc.code, exc.message)
+        if exc.status_code == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="portal API"'
+        return response
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
@@ -93,6 +96,13 @@ def register_error_handlers(app: Flask) -> None:
             message = "Request body is larger than the 1 MiB limit for a Stripe event."
         elif exc.code == 405:
             message = f"Method not allowed here; allowed: {', '.join(sorted(exc.valid_methods or []))}."
+        elif getattr(exc, "data", None) and isinstance(exc.data.get("messages"), dict):
+            # webargs validation: name each bad parameter and why
+            problems = []
+            for location in exc.data["messages"].values():
+                for field, reasons in location.items():
+                    problems.append(f"{field}: {' '.join(map(str, reasons))}")
+            message = "Invalid parameters: " + "; ".join(problems)
         else:
             message = exc.description or exc.name
         response = error_body(exc.code or 500, code, message)

@@ -94,6 +94,9 @@ class StripeEvent(Base):
         sa.Index("ix_stripe_events_status_received", "status", "received_at"),
         sa.Index("ix_stripe_events_type_created", "type", "created"),
         sa.Index("ix_stripe_events_object_id", "object_id"),
+        # The read API lists the log newest first, optionally by type.
+        sa.Index("ix_stripe_events_received", "received_at"),
+        sa.Index("ix_stripe_events_type_received", "type", "received_at"),
     )
 
 
@@ -191,6 +194,10 @@ class Invoice(Base):
         sa.Index("ix_invoices_status_due", "status", "due_date"),
         sa.Index("ix_invoices_issued_at", "issued_at"),
         sa.Index("ix_invoices_number", "number"),
+        # The read API: newest first overall and per customer; number prefix search (LIKE 'x%').
+        sa.Index("ix_invoices_created", "created_at", "id"),
+        sa.Index("ix_invoices_customer_created", "customer_id", "created_at"),
+        sa.Index("ix_invoices_number_prefix", "number", postgresql_ops={"number": "varchar_pattern_ops"}),
     )
 
 
@@ -288,6 +295,7 @@ class Notification(Base):
         sa.UniqueConstraint("invoice_id", "kind", "audience"),
         sa.Index("ix_notifications_customer_created", "customer_id", "created_at"),
         sa.Index("ix_notifications_audience_created", "audience", "created_at"),
+        sa.Index("ix_notifications_created", "created_at"),
     )
 
 

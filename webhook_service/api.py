@@ -1,0 +1,183 @@
+"""The portal's read-only JSON API under /api/v1, with its OpenAPI document.
+
+Bearer keys from PORTAL_API_KEYS, compared in constant time. List endpoints filter and sort on
+indexed columns and page with LIMIT/OFFSET, so no request loads a whole table.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+import sqlalchemy as sa
+from flask import request
+from flask_smorest import Api, Blueprint
+from sqlalchemy.orm import Session, selectinload
+from webargs.flaskparser import FlaskParser
+
+from webhook_service.errors import NotFound, Unauthorized
+from webhook_service.models import CreditNote, Customer, Invoice, Notification, StripeEvent
+from webhook_service.schemas import (
+    CustomerSchema,
+    EventArgs,
+    EventPageSchema,
+    InvoiceArgs,
+    InvoiceDetailSchema,
+    InvoicePageSchema,
+    NotificationArgs,
+    NotificationPageSchema,
+)
+from webhook_service.services import get_services
+
+PREFIX = "/api/v1"
+
+
+class _Parser(FlaskParser):
+    """Bad filters are the client's mistake: 400, not webargs' default 422."""
+
+    DEFAULT_VALIDATION_STATUS = 400
+
+
+class _Blueprint(Blueprint):
+    ARGUMENTS_PARSER = _Parser()
+
+
+bp = _Blueprint("api", __name__, url_prefix=PREFIX, description="Read-only portal API")
+
+
+def init_app(app) -> Api:
+    """Register the API and its OpenAPI document (/api/v1/openapi.json)."""
+    app.config.update(
+        API_TITLE="webhook-service portal API",
+        API_VERSION="v1",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX=PREFIX,
+        OPENAPI_JSON_PATH="openapi.json",
+    )
+    api = Api(
+        app,
+        spec_kwargs={
+            "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+            "security": [{"bearer": []}],
+        },
+    )
+    api.register_blueprint(bp)
+    return api
+
+
+@bp.before_request
+def _require_key():
+    keys = get_services().config.portal_api_keys
+    header = request.headers.get("Authorization", "")
+    scheme, _, presented = header.partition(" ")
+    if not keys:
+        raise Unauthorized("The read API is disabled: set PORTAL_API_KEYS.")
+    if scheme.lower() != "bearer" or not presented:
+        raise Unauthorized("Send Authorization: Bearer <key>.")
+    matched = False
+    for key in keys:  # every key is compared; the time does not depend on which one matched
+        matched |= hmac.compare_digest(presented.encode(), key.encode())
+    if not matched:
+        raise Unauthorized("Unknown API key.")
+
+
+def _printable_id(value: str, what: str) -> str:
+    """Ids with control characters cannot exist (and PostgreSQL refuses NUL): 404 before the query."""
+    if len(value) > 255 or any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise NotFound(f"No {what} {value!r}.")
+    return value
+
+
+def _page(session: Session, stmt, args: dict, order_by) -> dict:
+    total = session.scalar(sa.select(sa.func.count()).select_from(stmt.order_by(None).subquery()))
+    offset = (args["page"] - 1) * args["per_page"]
+    items = session.scalars(stmt.order_by(*order_by).limit(args["per_page"]).offset(offset)).all()
+    return {"items": items, "total": total, "page": args["page"], "per_page": args["per_page"]}
+
+
+@bp.get("/invoices")
+@bp.arguments(InvoiceArgs, location="query", as_kwargs=False)
+@bp.response(200, InvoicePageSchema)
+def list_invoices(args):
+    """Invoices, newest first, filtered by status, customer, entity, issue date and number."""
+    stmt = sa.select(Invoice).where(Invoice.deleted_at.is_(None))
+    if "status" in args:
+        stmt = stmt.where(Invoice.status == args["status"])
+    if "customer" in args:
+        stmt = stmt.where(Invoice.customer_id == args["customer"])
+    if "entity" in args:
+        stmt = stmt.where(
+            Invoice.customer_id.in_(sa.select(Customer.id).where(Customer.entity_id == args["entity"]))
+        )
+    if "issued_from" in args:
+        stmt = stmt.where(Invoice.issued_at >= args["issued_from"])
+    if "issued_to" in args:
+        stmt = stmt.where(Invoice.issued_at < args["issued_to"])
+    if "q" in args:
+        stmt = stmt.where(Invoice.number.startswith(args["q"], autoescape=True))
+    with get_services().db.sessions() as session:
+        return _page(session, stmt, args, (Invoice.created_at.desc(), Invoice.id.desc()))
+
+
+@bp.get("/invoices/<invoice_id>")
+@bp.response(200, InvoiceDetailSchema)
+def get_invoice(invoice_id: str):
+    """One invoice with its categorized lines, status history in order, and credit notes."""
+    _printable_id(invoice_id, "invoice")
+    with get_services().db.sessions() as session:
+        invoice = session.scalars(
+            sa.select(Invoice)
+            .where(Invoice.id == invoice_id, Invoice.version_key != "")
+            .options(selectinload(Invoice.lines), selectinload(Invoice.status_history))
+        ).first()
+        if invoice is None:
+            raise NotFound(f"No invoice {invoice_id!r}.")
+        invoice.credit_notes = session.scalars(
+            sa.select(CreditNote).where(CreditNote.invoice_id == invoice_id).order_by(CreditNote.created_at)
+        ).all()
+        return invoice
+
+
+@bp.get("/customers/<customer_id>")
+@bp.response(200, CustomerSchema)
+def get_customer(customer_id: str):
+    """One customer with its billable entity, credit balance and credit ledger."""
+    _printable_id(customer_id, "customer")
+    with get_services().db.sessions() as session:
+        customer = session.scalars(
+            sa.select(Customer).where(Customer.id == customer_id).options(selectinload(Customer.ledger))
+        ).first()
+        if customer is None:
+            raise NotFound(f"No customer {customer_id!r}.")
+        return customer
+
+
+@bp.get("/notifications")
+@bp.arguments(NotificationArgs, location="query", as_kwargs=False)
+@bp.response(200, NotificationPageSchema)
+def list_notifications(args):
+    """Past-due notifications, newest first, filtered by invoice, customer and audience."""
+    stmt = sa.select(Notification)
+    if "invoice" in args:
+        stmt = stmt.where(Notification.invoice_id == args["invoice"])
+    if "customer" in args:
+        stmt = stmt.where(Notification.customer_id == args["customer"])
+    if "audience" in args:
+        stmt = stmt.where(Notification.audience == args["audience"])
+    with get_services().db.sessions() as session:
+        return _page(session, stmt, args, (Notification.created_at.desc(), Notification.id.desc()))
+
+
+@bp.get("/events")
+@bp.arguments(EventArgs, location="query", as_kwargs=False)
+@bp.response(200, EventPageSchema)
+def list_events(args):
+    """The event log for operators, newest first (payloads stay in the database and the CLI)."""
+    stmt = sa.select(StripeEvent)
+    if "status" in args:
+        stmt = stmt.where(StripeEvent.status == args["status"])
+    if "type" in args:
+        stmt = stmt.where(StripeEvent.type == args["type"])
+    if "since" in args:
+        stmt = stmt.where(StripeEvent.received_at >= args["since"])
+    with get_services().db.sessions() as session:
+        return _page(session, stmt, args, (StripeEvent.received_at.desc(), StripeEvent.id.desc()))
