@@ -7,11 +7,10 @@ those two amounts, and the `mixed` type.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from sqlalchemy.orm import Session
 
 from handlers import customers, ledger
+from handlers.values import int_or_zero, object_id, optional_int, timestamp
 from webhook_service.errors import PermanentEventError
 from webhook_service.models import CreditNote, LedgerKind
 
@@ -22,7 +21,7 @@ STATUS_RANK = {"issued": 0, "void": 1}
 def related_ids(event: dict) -> dict[str, set[str]]:
     """The rows this event touches, for batch locking."""
     obj = event["data"]["object"]
-    customer_id = _id(obj.get("customer"))
+    customer_id = object_id(obj.get("customer"))
     note_id = obj.get("id")
     return {
         "credit_notes": {note_id} if isinstance(note_id, str) else set(),
@@ -42,21 +41,21 @@ def handle_credit_note_event(event: dict, session: Session) -> None:
     status = obj.get("status")
     if status not in STATUS_RANK:
         raise PermanentEventError(f"credit note {note_id}: unknown status {status!r}")
-    customer_id = _id(obj.get("customer"))
+    customer_id = object_id(obj.get("customer"))
     if customer_id:
         customers.ensure_customer(session, customer_id)
     note = session.get(CreditNote, note_id)
     if note is None:
         note = CreditNote(id=note_id, version_key="")
         session.add(note)
-    created = _int(event.get("created"))
+    created = int_or_zero(event.get("created"))
     changed = 1 if (event.get("data") or {}).get("previous_attributes") else 0
     key = f"{STATUS_RANK[status]}.{created:011d}.{changed}.{event['id']}"
     if key <= (note.version_key or ""):
         return
     _apply_snapshot(note, obj, customer_id)
     if status == "void" and note.voided_at is None:
-        note.voided_at = _ts(created)
+        note.voided_at = timestamp(created)
     note.version_key = key
     note.source_event_id = event["id"]
     if customer_id:
@@ -79,21 +78,21 @@ def _apply_snapshot(note: CreditNote, obj: dict, customer_id: str | None) -> Non
     new_shape = "post_payment_amount" in obj or isinstance(obj.get("refunds"), list)
     if new_shape:
         refunds = [r for r in obj.get("refunds") or [] if isinstance(r, dict)]
-        refunded = sum(_int(r.get("amount_refunded")) for r in refunds)
-        refund_ids = [_id(r.get("refund")) for r in refunds]
+        refunded = sum(int_or_zero(r.get("amount_refunded")) for r in refunds)
+        refund_ids = [object_id(r.get("refund")) for r in refunds]
         pre, post = _amount(obj, "pre_payment_amount"), _amount(obj, "post_payment_amount")
         credited = max(0, post - refunded - out_of_band) if obj.get("customer_balance_transaction") else 0
     else:
         # Before basil the split between refund and balance credit is not on the object; with both a
         # refund and a balance transaction we count the remainder as credited (docs/design.md).
-        refund_id = _id(obj.get("refund"))
+        refund_id = object_id(obj.get("refund"))
         refund_ids = [refund_id] if refund_id else []
         pre = amount if note_type == "pre_payment" else 0
         post = amount if note_type == "post_payment" else 0
         balance_txn = obj.get("customer_balance_transaction")
         credited = max(0, post - out_of_band) if balance_txn else 0
         refunded = max(0, post - out_of_band) if refund_id and not balance_txn else 0
-    note.invoice_id = _id(obj.get("invoice"))
+    note.invoice_id = object_id(obj.get("invoice"))
     note.customer_id = customer_id
     note.number = obj.get("number")
     note.type = note_type
@@ -108,38 +107,18 @@ def _apply_snapshot(note: CreditNote, obj: dict, customer_id: str | None) -> Non
     note.refunded_amount = refunded
     note.refund_ids = ",".join(r for r in refund_ids if r) or None
     note.credited_to_balance = credited
-    note.customer_balance_transaction = _id(obj.get("customer_balance_transaction"))
+    note.customer_balance_transaction = object_id(obj.get("customer_balance_transaction"))
     note.reason = obj.get("reason")
     note.memo = obj.get("memo")
     note.pdf = obj.get("pdf")
-    note.created_at = _ts(obj.get("created"))
-    note.voided_at = _ts(obj.get("voided_at")) or note.voided_at
+    note.created_at = timestamp(obj.get("created"))
+    note.voided_at = timestamp(obj.get("voided_at")) or note.voided_at
     note.livemode = obj.get("livemode") is True
 
 
-def _id(value) -> str | None:
-    if isinstance(value, dict):
-        value = value.get("id")
-    return value if isinstance(value, str) and value else None
-
-
-def _int(value) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
 def _optional(obj: dict, name: str) -> int | None:
-    value = obj.get(name)
-    return None if value is None else _amount(obj, name)
+    return optional_int(obj, name, "credit note")
 
 
 def _amount(obj: dict, name: str) -> int:
-    value = obj.get(name) or 0
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise PermanentEventError(f"credit note {obj.get('id')}: {name} is {value!r}, expected an integer")
-    return value
-
-
-def _ts(value) -> datetime | None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        return None
-    return datetime.fromtimestamp(value, UTC)
+    return optional_int(obj, name, "credit note") or 0

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from handlers import customers, ledger, past_due, status_history
 from handlers.status_history import STATUS_RANK
+from handlers.values import int_or_zero, object_id, optional_int, timestamp
 from webhook_service.errors import PermanentEventError
 from webhook_service.models import Invoice, InvoiceLine, LedgerKind
 
@@ -99,7 +100,7 @@ def handle_invoice_event(event: dict, session: Session) -> None:
         _sync_ledger(session, invoice)
 
     if event["type"] == "invoice.deleted" and invoice.deleted_at is None:
-        invoice.deleted_at = _ts(event.get("created")) or _ts(obj.get("created"))
+        invoice.deleted_at = timestamp(event.get("created")) or timestamp(obj.get("created"))
 
     _observe_status(invoice, event, obj, stripe_status)
     if stripe_status == "open":
@@ -113,7 +114,7 @@ def _observe_past_due(session: Session, invoice: Invoice, event: dict, obj: dict
     """An open snapshot shows past due when a payment failed or Stripe says overdue (at the event),
     or when the event is later than the due date (from the due date). No clock: the sweep covers
     invoices whose due date passes with no event at all."""
-    created, due = _ts(event.get("created")), _ts(obj.get("due_date"))
+    created, due = timestamp(event.get("created")), timestamp(obj.get("due_date"))
     reasons = []
     if event["type"] in past_due.EVENT_TYPES and created:
         reasons.append(created)
@@ -139,16 +140,16 @@ def snapshot_version(event: dict, obj: dict) -> str:
     before the event id breaks the remaining tie deterministically.
     """
     rank = STATUS_RANK[obj["status"]]
-    created = _int(event.get("created"))
-    attempts = _int(obj.get("attempt_count"))
-    paid = max(_int(obj.get("amount_paid")), 0)
+    created = int_or_zero(event.get("created"))
+    attempts = int_or_zero(obj.get("attempt_count"))
+    paid = max(int_or_zero(obj.get("amount_paid")), 0)
     has_changes = 1 if (event.get("data") or {}).get("previous_attributes") else 0
     return f"{rank:02d}.{created:011d}.{attempts:05d}.{paid:015d}.{has_changes}.{event['id']}"
 
 
 def _observation_key(event: dict, status: str) -> str:
     causal = 0 if CAUSING_TYPE.get(status) == event["type"] else 1
-    return f"{causal}.{_int(event.get('created')):011d}.{event['id']}"
+    return f"{causal}.{int_or_zero(event.get('created')):011d}.{event['id']}"
 
 
 def _observe_status(invoice: Invoice, event: dict, obj: dict, status: str) -> None:
@@ -161,8 +162,8 @@ def _observe_status(invoice: Invoice, event: dict, obj: dict, status: str) -> No
     seen = [(status, _observation_key(event, status))]
     transitions = obj.get("status_transitions") or {}
     for earlier, field in TRANSITION_FIELD.items():
-        if STATUS_RANK[earlier] < STATUS_RANK[status] and _ts(transitions.get(field)):
-            seen.append((earlier, f"1.{_int(event.get('created')):011d}.{event['id']}"))
+        if STATUS_RANK[earlier] < STATUS_RANK[status] and timestamp(transitions.get(field)):
+            seen.append((earlier, f"1.{int_or_zero(event.get('created')):011d}.{event['id']}"))
     for entered, key in seen:
         status_history.merge(invoice, entered, _status_entered_at(event, obj, entered), event["id"], key)
 
@@ -170,8 +171,8 @@ def _observe_status(invoice: Invoice, event: dict, obj: dict, status: str) -> No
 def _status_entered_at(event: dict, obj: dict, status: str) -> datetime:
     transitions = obj.get("status_transitions") or {}
     field = TRANSITION_FIELD.get(status)
-    when = _ts(transitions.get(field)) if field else _ts(obj.get("created"))
-    return when or _ts(event.get("created")) or datetime.fromtimestamp(0, UTC)
+    when = timestamp(transitions.get(field)) if field else timestamp(obj.get("created"))
+    return when or timestamp(event.get("created")) or datetime.fromtimestamp(0, UTC)
 
 
 def _apply_snapshot(invoice: Invoice, obj: dict, customer_id: str | None) -> None:
@@ -194,15 +195,15 @@ def _apply_snapshot(invoice: Invoice, obj: dict, customer_id: str | None) -> Non
     invoice.collection_method = obj.get("collection_method")
     invoice.billing_reason = obj.get("billing_reason")
     invoice.subscription_id = _subscription_id(obj)
-    invoice.attempt_count = _int(obj.get("attempt_count"))
-    invoice.created_at = _ts(obj.get("created"))
-    invoice.issued_at = _ts(obj.get("effective_at")) or _ts(transitions.get("finalized_at"))
-    invoice.due_date = _ts(obj.get("due_date"))
-    invoice.paid_at = _ts(transitions.get("paid_at"))
-    invoice.voided_at = _ts(transitions.get("voided_at"))
-    invoice.marked_uncollectible_at = _ts(transitions.get("marked_uncollectible_at"))
-    invoice.period_start = _ts(obj.get("period_start"))
-    invoice.period_end = _ts(obj.get("period_end"))
+    invoice.attempt_count = int_or_zero(obj.get("attempt_count"))
+    invoice.created_at = timestamp(obj.get("created"))
+    invoice.issued_at = timestamp(obj.get("effective_at")) or timestamp(transitions.get("finalized_at"))
+    invoice.due_date = timestamp(obj.get("due_date"))
+    invoice.paid_at = timestamp(transitions.get("paid_at"))
+    invoice.voided_at = timestamp(transitions.get("voided_at"))
+    invoice.marked_uncollectible_at = timestamp(transitions.get("marked_uncollectible_at"))
+    invoice.period_start = timestamp(obj.get("period_start"))
+    invoice.period_end = timestamp(obj.get("period_end"))
     invoice.hosted_invoice_url = obj.get("hosted_invoice_url")
     invoice.invoice_pdf = obj.get("invoice_pdf")
     invoice.livemode = obj.get("livemode") is True
@@ -285,13 +286,13 @@ def _line_values(invoice_id: str, position: int, line: dict) -> dict:
         "position": position,
         "description": line.get("description"),
         "category": categorize_line(line),
-        "amount": _int(line.get("amount")),
+        "amount": int_or_zero(line.get("amount")),
         "currency": line.get("currency"),
         "quantity": line.get("quantity") if isinstance(line.get("quantity"), int) else None,
         "price_id": _line_price_id(line),
         "proration": _is_proration(line),
-        "period_start": _ts(period.get("start")),
-        "period_end": _ts(period.get("end")),
+        "period_start": timestamp(period.get("start")),
+        "period_end": timestamp(period.get("end")),
     }
 
 
@@ -306,7 +307,7 @@ def categorize_line(line: dict) -> str:
     override = (line.get("metadata") or {}).get("portal_category")
     if override in LINE_CATEGORIES:
         return override
-    if _is_proration(line) or _int(line.get("amount")) < 0:
+    if _is_proration(line) or int_or_zero(line.get("amount")) < 0:
         return "adjustment"
     price = line.get("price") if isinstance(line.get("price"), dict) else {}
     plan = line.get("plan") if isinstance(line.get("plan"), dict) else {}
@@ -336,11 +337,11 @@ def _line_price_id(line: dict) -> str | None:
 def _tax(obj: dict) -> int | None:
     """Tax in minor units: `total_taxes[]` (2025-03-31.basil and later) or `tax` (before)."""
     if isinstance(obj.get("total_taxes"), list):
-        return sum(_int(t.get("amount")) for t in obj["total_taxes"] if isinstance(t, dict))
+        return sum(int_or_zero(t.get("amount")) for t in obj["total_taxes"] if isinstance(t, dict))
     if "tax" in obj:
         return _opt_int(obj, "tax")
     if isinstance(obj.get("total_tax_amounts"), list):
-        return sum(_int(t.get("amount")) for t in obj["total_tax_amounts"] if isinstance(t, dict))
+        return sum(int_or_zero(t.get("amount")) for t in obj["total_tax_amounts"] if isinstance(t, dict))
     return None
 
 
@@ -354,10 +355,7 @@ def _subscription_id(obj: dict) -> str | None:
 
 
 def _customer_id(obj: dict) -> str | None:
-    value = obj.get("customer")
-    if isinstance(value, dict):
-        value = value.get("id")
-    return value if isinstance(value, str) and value else None
+    return object_id(obj.get("customer"))
 
 
 def _customer_hints(event: dict, obj: dict) -> customers.CustomerHints:
@@ -366,24 +364,9 @@ def _customer_hints(event: dict, obj: dict) -> customers.CustomerHints:
         email=obj.get("customer_email"),
         currency=obj.get("currency"),
         livemode=obj.get("livemode") is True,
-        version_key=f"0.{_int(event.get('created')):011d}.{event['id']}",
+        version_key=f"0.{int_or_zero(event.get('created')):011d}.{event['id']}",
     )
 
 
-def _int(value) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
 def _opt_int(obj: dict, name: str) -> int | None:
-    value = obj.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise PermanentEventError(f"invoice {obj.get('id')}: {name} is {value!r}, expected an integer")
-    return value
-
-
-def _ts(value) -> datetime | None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        return None
-    return datetime.fromtimestamp(value, UTC)
+    return optional_int(obj, name, "invoice")

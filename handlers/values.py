@@ -1,0 +1,39 @@
+"""Reading values out of Stripe payloads (plain dicts of any API version) defensively."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from webhook_service.errors import PermanentEventError
+
+
+def int_or_zero(value) -> int:
+    """An integer field, or 0 when absent or not an integer (counters, optional amounts)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def optional_int(obj: dict, name: str, what: str) -> int | None:
+    """An amount that may be null but must otherwise be an integer.
+
+    :raises PermanentEventError: the field holds something else (a malformed object).
+    """
+    value = obj.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PermanentEventError(f"{what} {obj.get('id')}: {name} is {value!r}, expected an integer")
+    return value
+
+
+def timestamp(value) -> datetime | None:
+    """A Unix timestamp field as an aware UTC datetime, or None."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return datetime.fromtimestamp(value, UTC)
+
+
+def object_id(value) -> str | None:
+    """An id field that may be expanded into an object."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    return value if isinstance(value, str) and value else None
