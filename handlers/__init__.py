@@ -63,7 +63,7 @@ def lock_related_rows(session: Session, events: Sequence[dict]) -> None:
         stubs = [{"id": i, "version_key": "", "livemode": False, "credit_balance": 0,
                   "entity_type": "organization", "created_at": now, "updated_at": now}
                  for i in sorted(customer_ids)]  # fmt: skip
-        session.execute(dialect_insert(dialect, Customer).values(stubs).on_conflict_do_nothing())
+        session.execute(dialect_insert(dialect, Customer).on_conflict_do_nothing(), stubs)  # executemany
         held += session.scalars(
             sa.select(Customer)
             .where(Customer.id.in_(sorted(customer_ids)))
@@ -81,7 +81,7 @@ def lock_related_rows(session: Session, events: Sequence[dict]) -> None:
              "updated_at": now}
             for i in sorted(invoice_ids)
         ]  # fmt: skip
-        session.execute(dialect_insert(dialect, Invoice).values(stubs).on_conflict_do_nothing())
+        session.execute(dialect_insert(dialect, Invoice).on_conflict_do_nothing(), stubs)  # executemany
         held += session.scalars(
             sa.select(Invoice)
             .where(Invoice.id.in_(sorted(invoice_ids)))

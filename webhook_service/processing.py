@@ -7,12 +7,12 @@ later drain redoes it from scratch; handlers are idempotent merges, so redoing i
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+import orjson
 import redis
 import sqlalchemy as sa
 
@@ -79,7 +79,7 @@ def _drain_batch(db: Database, queue: EventQueue, batch_size: int) -> tuple[list
                 ids = [row.id for row in rows]
                 if len(rows) == batch_size:
                     _invite_helper(queue)
-                parsed = [(row, json.loads(row.payload)) for row in rows]
+                parsed = [(row, orjson.loads(row.payload)) for row in rows]
                 # Grouped by object, newest first: handlers are order-free, and this way only the
                 # winning snapshot of each invoice is copied into its row; older ones just merge
                 # what they say about status history.
@@ -126,7 +126,7 @@ def process_one(db: Database, event_id: str) -> str:
             raise PermanentEventError(f"event {event_id} is not in the event log")
         if row.status in (EventStatus.PROCESSED.value, EventStatus.IGNORED.value):
             return "skipped"
-        event = json.loads(row.payload)
+        event = orjson.loads(row.payload)
         handlers.lock_related_rows(session, [event])
         handlers.handle(event, session)
         eventlog.mark_processed(session, [row])
