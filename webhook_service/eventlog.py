@@ -67,13 +67,23 @@ def lock_event(session: Session, event_id: str) -> StripeEvent | None:
 
 
 def mark_processed(session: Session, events: Sequence[StripeEvent], now: datetime | None = None) -> None:
-    """Record success for events this transaction has processed."""
-    done = now or utcnow()
-    for event in events:
-        event.status = EventStatus.PROCESSED.value
-        event.attempts = (event.attempts or 0) + 1
-        event.processed_at = done
-        event.next_attempt_at = None  # last_error stays: what the earlier attempts hit
+    """Record success for events this transaction has processed: one UPDATE for the whole batch.
+
+    The loaded rows are not refreshed (`synchronize_session=False`); callers read nothing from
+    them afterwards but what they noted before.
+    """
+    ids = [event.id for event in events]
+    session.execute(
+        sa.update(StripeEvent)
+        .where(StripeEvent.id.in_(ids))
+        .values(
+            status=EventStatus.PROCESSED.value,
+            attempts=StripeEvent.attempts + 1,
+            processed_at=now or utcnow(),
+            next_attempt_at=None,  # last_error stays: what the earlier attempts hit
+        )
+        .execution_options(synchronize_session=False)
+    )
 
 
 def record_failure(

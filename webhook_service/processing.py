@@ -88,8 +88,8 @@ def _drain_batch(db: Database, queue: EventQueue, batch_size: int) -> tuple[list
                 handlers.lock_related_rows(session, events)
                 for event in events:
                     handlers.handle(event, session)
+                summaries = [(row.id, row.type, (row.attempts or 0) + 1) for row in rows]
                 eventlog.mark_processed(session, rows)
-                summaries = [(row.id, row.type, row.attempts) for row in rows]
         except Exception as exc:  # one bad event must not block the others: retry them one by one
             session.rollback()
             if not ids:
@@ -129,8 +129,8 @@ def process_one(db: Database, event_id: str) -> str:
         event = orjson.loads(row.payload)
         handlers.lock_related_rows(session, [event])
         handlers.handle(event, session)
+        attempt, event_type = (row.attempts or 0) + 1, row.type
         eventlog.mark_processed(session, [row])
-        attempt, event_type = row.attempts, row.type
     _log_outcome(event_id, event_type, "processed", (time.perf_counter() - started) * 1000, attempt)
     return "processed"
 
