@@ -5,10 +5,13 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from webhook_service.models import (
+    CreditLedgerEntry,
+    CreditNote,
     Customer,
     Invoice,
     InvoiceLine,
     InvoiceStatusChange,
+    Notification,
     StripeEvent,
 )
 from webhook_service.services import get_services
@@ -54,6 +57,9 @@ def mirror_state(app) -> dict:
                 _row(c, skip=("created_at",))
                 for c in session.scalars(sa.select(Customer).order_by(Customer.id))
             ],
+            "credit_notes": [_row(n) for n in session.scalars(sa.select(CreditNote).order_by(CreditNote.id))],
+            "ledger": sorted(_row(e, skip=("id",)) for e in session.scalars(sa.select(CreditLedgerEntry))),
+            "notifications": sorted(_row(n, skip=("id",)) for n in session.scalars(sa.select(Notification))),
         }
 
 

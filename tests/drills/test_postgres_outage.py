@@ -1,0 +1,70 @@
+"""Drill: PostgreSQL becomes unreachable while events are being received and processed.
+
+A TCP proxy in front of the machine's PostgreSQL is cut and restored; the server itself is
+never stopped. Nothing acknowledged is lost, nothing unacknowledged is half-kept, and recovery
+finishes the work once the database is back.
+"""
+
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from tests.conftest import StripeSender, clean_tables, make_config
+from tests.helpers import run_worker
+from tests.proxy import TcpProxy
+from tests.test_processing import EXPECTED_STATUSES
+from webhook_service import create_app, processing
+from webhook_service.services import get_services
+
+
+@pytest.fixture
+def proxied(postgresql_database_url, redis_url):
+    url = sa.engine.make_url(postgresql_database_url)
+    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
+    proxy.start()
+    through = url.set(port=proxy.port, query={"connect_timeout": "2"}).render_as_string(hide_password=False)
+    app = create_app(make_config(through, redis_url))
+    direct = sa.create_engine(postgresql_database_url)
+    clean_tables(direct)
+    get_services(app).queue.connection.flushdb()
+    yield app, proxy, direct
+    proxy.stop()
+    get_services(app).db.engine.dispose()
+    direct.dispose()
+
+
+def _statuses(direct):
+    with direct.connect() as conn:
+        events = dict(
+            conn.execute(sa.text("SELECT status, count(*) FROM stripe_events GROUP BY status")).all()
+        )
+        invoices = dict(conn.execute(sa.text("SELECT number, status FROM invoices")).all())
+    return events, invoices
+
+
+def test_database_outage_during_delivery_and_processing(proxied, fixture_events):
+    app, proxy, direct = proxied
+    services = get_services(app)
+    sender = StripeSender(app.test_client())
+    half = len(fixture_events) // 2
+    assert {sender.post(e).status_code for e in fixture_events[:half]} == {200}
+
+    proxy.cut()
+    # Deliveries during the outage: 503, so Stripe retries; nothing is kept or enqueued for them.
+    assert {sender.post(e).status_code for e in fixture_events[half:]} == {503}
+    # A worker during the outage: the drain fails and its transaction never commits.
+    run_worker(app)
+    events, invoices = _statuses(direct)
+    assert invoices == {} and set(events) <= {"queued", "ignored"}
+    assert sum(events.values()) == half
+
+    proxy.restore()
+    # Stripe's retries arrive, and recovery (the scheduler's job) re-enqueues the stalled drain.
+    assert {sender.post(e).status_code for e in fixture_events[half:]} == {200}
+    processing.recover(services.db, services.queue, stale_after=timedelta(0))
+    run_worker(app)
+    events, invoices = _statuses(direct)
+    assert set(events) == {"processed", "ignored"} and events["ignored"] == 2
+    assert sum(events.values()) == len({e["id"] for e in fixture_events})
+    assert invoices == EXPECTED_STATUSES
