@@ -98,6 +98,7 @@ def test_bad_signatures_get_400_json_and_nothing_is_kept(stripe, services, fixtu
     [
         (b"not json at all", "not valid JSON"),
         (b"\xff\xfe\x00garbage", "not valid JSON"),
+        ('{"object": "event"}'.encode("utf-16"), "UTF-8 expected"),
         (b"[1, 2]", "not an object"),
         (b'{"object": "invoice", "id": "in_1"}', "not a Stripe event"),
         (b'{"object": "event", "type": "invoice.paid"}', "no usable id"),

@@ -44,9 +44,10 @@ def parse_envelope(body: bytes, accept_mode: str = "any") -> Envelope:
     :raises InvalidPayload: the body is not JSON, or not a Stripe event object.
     """
     try:
-        data = json.loads(body)
+        # Stripe sends UTF-8; json.loads would also accept UTF-16/32, which the log stores as text.
+        data = json.loads(body.decode("utf-8"))
     except (ValueError, UnicodeDecodeError):
-        raise InvalidPayload("Body is not valid JSON.") from None
+        raise InvalidPayload("Body is not valid JSON (UTF-8 expected).") from None
     if not isinstance(data, dict):
         raise InvalidPayload("Body is JSON but not an object; expected a Stripe event.")
     kind = data.get("object")
