@@ -68,3 +68,48 @@ def test_database_outage_during_delivery_and_processing(proxied, fixture_events)
     assert set(events) == {"processed", "ignored"} and events["ignored"] == 2
     assert sum(events.values()) == len({e["id"] for e in fixture_events})
     assert invoices == EXPECTED_STATUSES
+
+
+def test_database_outage_during_retries_then_replay_completes(
+    proxied, fixture_events, monkeypatch, redis_url
+):
+    import time
+
+    from click.testing import CliRunner
+    from rq.registry import FailedJobRegistry
+
+    import handlers
+    from webhook_service.cli import cli
+
+    app, proxy, direct = proxied
+    services = get_services(app)
+    sender = StripeSender(app.test_client())
+    target = next(e for e in fixture_events if e["type"] == "invoice.finalized")
+    real, broken = handlers.EVENT_HANDLERS[target["type"]], {"on": True}
+
+    def handler(event, session):  # fault injection: fails until the "fix" is deployed
+        if broken["on"]:
+            raise RuntimeError("handler bug")
+        real(event, session)
+
+    monkeypatch.setitem(handlers.EVENT_HANDLERS, target["type"], handler)
+    assert sender.post(target).status_code == 200
+    run_worker(app)  # first attempt fails; a per-event job is scheduled with backoff
+    proxy.cut()
+    for _ in services.config.retry_intervals:  # every retry runs while the database is away
+        time.sleep(1.2)
+        run_worker(app)
+    assert FailedJobRegistry(queue=services.queue.queue).get_job_ids() == [target["id"]]
+
+    proxy.restore()
+    broken["on"] = False
+    env = {"DATABASE_URL": services.config.database_url, "REDIS_URL": redis_url, "LOG_LEVEL": "WARNING"}
+    result = CliRunner().invoke(cli, ["replay", "--failed"], env=env, catch_exceptions=False)
+    assert result.exit_code == 0 and "Re-enqueued 1 events." in result.output, result.output
+    run_worker(app)
+    with direct.connect() as conn:
+        status = conn.execute(
+            sa.text("SELECT status FROM stripe_events WHERE id = :id"), {"id": target["id"]}
+        )
+        assert status.scalar() == "processed"
+    assert FailedJobRegistry(queue=services.queue.queue).get_job_ids() == []
