@@ -10,8 +10,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from handlers import customers, ledger
-from handlers.values import int_or_zero, object_id, optional_int, timestamp
-from webhook_service.errors import PermanentEventError
+from handlers.values import int_or_zero, object_id, optional_int, required_id, required_status, timestamp
 from webhook_service.models import CreditNote, LedgerKind
 
 EVENT_TYPES = frozenset({"credit_note.created", "credit_note.updated", "credit_note.voided"})
@@ -35,12 +34,8 @@ def handle_credit_note_event(event: dict, session: Session) -> None:
     :raises PermanentEventError: no id, an unknown status, or non-integer amounts.
     """
     obj = event["data"]["object"]
-    note_id = obj.get("id")
-    if not isinstance(note_id, str) or not note_id:
-        raise PermanentEventError(f"{event['type']} {event['id']}: credit note has no id")
-    status = obj.get("status")
-    if status not in STATUS_RANK:
-        raise PermanentEventError(f"credit note {note_id}: unknown status {status!r}")
+    note_id = required_id(event, "credit note")
+    status = required_status(obj, STATUS_RANK, "credit note")
     customer_id = object_id(obj.get("customer"))
     if customer_id:
         customers.ensure_customer(session, customer_id)

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from handlers import ledger
 from handlers.settings import ENTITY_TYPES, settings_of
+from handlers.values import required_id
 from webhook_service.errors import PermanentEventError
 from webhook_service.models import Customer
 
@@ -64,9 +65,7 @@ def handle_customer_event(event: dict, session: Session) -> None:
     :raises PermanentEventError: the object has no id, or a non-integer balance.
     """
     obj = event["data"]["object"]
-    customer_id = obj.get("id")
-    if not isinstance(customer_id, str) or not customer_id:
-        raise PermanentEventError(f"{event['type']} {event['id']}: customer object has no id")
+    customer_id = required_id(event, "customer object")
     balance = obj.get("balance", 0)
     if isinstance(balance, bool) or not isinstance(balance, int):
         raise PermanentEventError(f"customer {customer_id}: balance is {balance!r}, expected an integer")

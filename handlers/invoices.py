@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from handlers import customers, ledger, past_due, status_history
 from handlers.status_history import STATUS_RANK
-from handlers.values import int_or_zero, object_id, optional_int, timestamp
+from handlers.values import int_or_zero, object_id, optional_int, required_id, required_status, timestamp
 from webhook_service.errors import PermanentEventError
 from webhook_service.models import Invoice, InvoiceLine, LedgerKind
 
@@ -76,12 +76,8 @@ def handle_invoice_event(event: dict, session: Session) -> None:
     :raises PermanentEventError: the object is malformed; retrying cannot help.
     """
     obj = event["data"]["object"]
-    invoice_id = obj.get("id")
-    if not isinstance(invoice_id, str) or not invoice_id:
-        raise PermanentEventError(f"{event['type']} {event['id']}: invoice object has no id")
-    stripe_status = obj.get("status")
-    if stripe_status not in STATUS_RANK:
-        raise PermanentEventError(f"invoice {invoice_id}: unknown status {stripe_status!r}")
+    invoice_id = required_id(event, "invoice object")
+    stripe_status = required_status(obj, STATUS_RANK, "invoice")
 
     customer_id = _customer_id(obj)
     if customer_id:

@@ -37,3 +37,25 @@ def object_id(value) -> str | None:
     if isinstance(value, dict):
         value = value.get("id")
     return value if isinstance(value, str) and value else None
+
+
+def required_id(event: dict, what: str) -> str:
+    """The event's object id.
+
+    :raises PermanentEventError: the object has none (retrying cannot help).
+    """
+    value = event["data"]["object"].get("id")
+    if not isinstance(value, str) or not value:
+        raise PermanentEventError(f"{event['type']} {event['id']}: {what} has no id")
+    return value
+
+
+def required_status(obj: dict, allowed, what: str) -> str:
+    """The object's status, which must be one we know.
+
+    :raises PermanentEventError: an unknown status.
+    """
+    status = obj.get("status")
+    if status not in allowed:
+        raise PermanentEventError(f"{what} {obj.get('id')}: unknown status {status!r}")
+    return status
