@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import sentry_sdk
+import sqlalchemy as sa
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
@@ -109,6 +110,12 @@ def register_error_handlers(app: Flask) -> None:
         if exc.code == 405 and getattr(exc, "valid_methods", None):
             response.headers["Allow"] = ", ".join(sorted(exc.valid_methods))
         return response
+
+    @app.errorhandler(sa.exc.DBAPIError)
+    def _database_error(exc: sa.exc.DBAPIError):
+        # The database refused or dropped us: the caller should retry, not report a bug.
+        logger.error("database error: %s", type(exc.orig).__name__ if exc.orig else type(exc).__name__)
+        return error_body(503, ServiceUnavailable.code, "Database unavailable; retry later.")
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

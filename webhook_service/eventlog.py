@@ -45,13 +45,21 @@ def record_event(engine: sa.Engine, envelope: Envelope, payload: bytes, now: dat
         .on_conflict_do_nothing(index_elements=["id"])
         .returning(StripeEvent.id)
     )
-    if engine.dialect.name == "postgresql":
-        # One statement is atomic and durable on its own: autocommit saves the BEGIN and COMMIT
-        # round trips (the receiver's hot path); the INSERT returns only once it is committed.
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+    if engine.dialect.name != "postgresql":
+        with engine.begin() as conn:  # SQLite: BEGIN IMMEDIATE (db.py) serialises writers
             return conn.execute(stmt).first() is not None
-    with engine.begin() as conn:  # SQLite: BEGIN IMMEDIATE (db.py) serialises writers
-        return conn.execute(stmt).first() is not None
+    for attempt in (1, 2):
+        try:
+            # One statement is atomic and durable on its own: autocommit saves the BEGIN and COMMIT
+            # round trips (the receiver's hot path); the INSERT returns only once it is committed.
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                return conn.execute(stmt).first() is not None
+        except sa.exc.DBAPIError as exc:
+            # A pooled connection the server had dropped (restart, idle timeout): the pool is now
+            # discarded, and a fresh connection may succeed. The INSERT is idempotent on the id.
+            if attempt == 2 or not exc.connection_invalidated:
+                raise
+    raise AssertionError("unreachable")
 
 
 def claim_queued(session: Session, limit: int) -> list[StripeEvent]:

@@ -113,3 +113,18 @@ def test_database_outage_during_retries_then_replay_completes(
         )
         assert status.scalar() == "processed"
     assert FailedJobRegistry(queue=services.queue.queue).get_job_ids() == []
+
+
+def test_connections_dropped_while_idle_cost_no_delivery(proxied, fixture_events):
+    """Pooled connections killed while idle (a server restart): the next delivery still gets 200."""
+    app, proxy, direct = proxied
+    sender = StripeSender(app.test_client())
+    assert sender.post(fixture_events[0]).status_code == 200
+    proxy.cut()
+    proxy.restore()  # every pooled connection's server side is gone; nothing has noticed yet
+    assert sender.post(fixture_events[1]).status_code == 200
+    # Other requests get a 503 at worst (never a 500) and recover on their own.
+    proxy.cut()
+    proxy.restore()
+    assert app.test_client().get("/readyz").status_code in (200, 503)
+    assert app.test_client().get("/readyz").status_code == 200
