@@ -30,10 +30,6 @@ class Database:
     engine: sa.Engine
     sessions: sessionmaker[Session]
 
-    @property
-    def is_postgres(self) -> bool:
-        return self.engine.dialect.name == "postgresql"
-
     def ping(self) -> None:
         """Raise if the database cannot answer a trivial query."""
         with self.engine.connect() as conn:

@@ -15,7 +15,7 @@ import requests
 import sqlalchemy as sa
 from werkzeug.serving import make_server
 
-from webhook_service import processing
+from webhook_service import eventlog, processing
 from webhook_service.config import Config
 from webhook_service.models import Customer, Invoice, Notification
 from webhook_service.services import get_services
@@ -192,9 +192,7 @@ def run_demo(config: Config, fixtures_dir: str | None, seed: int, log_level: str
             f"Daily past-due sweep, run now as the scheduler would: {moved} invoice(s) moved to past due"
         )
         with services.db.sessions() as session:
-            statuses = dict(
-                session.execute(sa.text("SELECT status, count(*) FROM stripe_events GROUP BY status")).all()
-            )
+            statuses = eventlog.count_by_status(session)
             click.echo(f"Event log: {json.dumps(statuses, sort_keys=True)}\n")
             click.echo(render_invoice_table(session))
             click.echo("\nPast-due notifications:\n")

@@ -125,17 +125,6 @@ def record_failure(
     return result.rowcount == 1
 
 
-def requeue_for_replay(session: Session, event_ids: Sequence[str]) -> list[str]:
-    """Put failed events back to `retrying` now, so a per-event job may run them. Returns the ids changed."""
-    rows = session.execute(
-        sa.update(StripeEvent)
-        .where(StripeEvent.id.in_(list(event_ids)), StripeEvent.status == EventStatus.FAILED.value)
-        .values(status=EventStatus.RETRYING.value, next_attempt_at=utcnow())
-        .returning(StripeEvent.id)
-    )
-    return [row[0] for row in rows]
-
-
 def stale_queued_exist(session: Session, older_than: timedelta) -> bool:
     """Whether queued events have waited longer than a drain should take to notice them."""
     cutoff = utcnow() - older_than
