@@ -298,7 +298,7 @@ def test_web_errors_reach_sentry_tagged_and_without_body_or_signature(stripe, se
     def explode(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(eventlog, "record_event", explode)
+    monkeypatch.setattr(eventlog, "record_events", explode)
     marker = "-".join(["customer", "secret", "marker"])  # built at run time: Sentry sends source lines
     event = dict(fixture_events[0], marker=f"{marker}@example.com")
     body = json.dumps(event).encode()

@@ -93,6 +93,12 @@ def test_bad_signatures_get_400_json_and_nothing_is_kept(stripe, services, fixtu
     _assert_nothing_kept(services)
 
 
+def _event_bytes(**fields) -> bytes:
+    event = {"object": "event", "id": "evt_1", "type": "invoice.paid", "created": 1_790_000_000,
+             "data": {"object": {"object": "invoice", "id": "in_1"}}, **fields}  # fmt: skip
+    return json.dumps(event).encode()
+
+
 @pytest.mark.parametrize(
     "body, message",
     [
@@ -104,6 +110,12 @@ def test_bad_signatures_get_400_json_and_nothing_is_kept(stripe, services, fixtu
         (b'{"object": "event", "type": "invoice.paid"}', "no usable id"),
         (b'{"object": "event", "id": "evt_1"}', "no type"),
         (b'{"object": "event", "id": "evt_1", "type": "invoice.paid", "data": {}}', "no data.object"),
+        # Values the event log could not store must be a 400, not a failed INSERT (a 503 forever).
+        (_event_bytes(type="invoice." + "x" * 100), "type longer than 100"),
+        (_event_bytes(id="evt_\u0000nul"), "id contains a NUL"),
+        (_event_bytes(api_version="2024-06-20\u0000"), "api_version contains a NUL"),
+        (_event_bytes(created=10**15), "not a Unix timestamp"),
+        (b'{"object": "event", "id": "evt_\\ud800", "type": "x"}', "not valid JSON"),
     ],
 )
 def test_signed_bodies_that_are_not_events_get_400(stripe, services, body, message):

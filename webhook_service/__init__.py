@@ -11,6 +11,7 @@ from handlers.settings import HandlerSettings
 from webhook_service import api, errors, health, metrics, receiver, services
 from webhook_service.config import Config, load_config
 from webhook_service.db import create_database
+from webhook_service.intake import Intake
 from webhook_service.logging_setup import configure_logging
 from webhook_service.observability import init_sentry
 from webhook_service.queue import create_queue
@@ -32,21 +33,14 @@ def create_app(config: Config | None = None) -> Flask:
     init_sentry(config)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    handler_settings = HandlerSettings(
+        entity_type_key=config.entity_type_metadata_key, entity_id_key=config.entity_id_metadata_key
+    )
+    database = create_database(config.database_url, {"handler_settings": handler_settings})
+    queue = create_queue(config.redis_url, config.queue_name, config.retry_intervals)
     services.init_app(
         app,
-        services.Services(
-            config=config,
-            db=create_database(
-                config.database_url,
-                {
-                    "handler_settings": HandlerSettings(
-                        entity_type_key=config.entity_type_metadata_key,
-                        entity_id_key=config.entity_id_metadata_key,
-                    )
-                },
-            ),
-            queue=create_queue(config.redis_url, config.queue_name, config.retry_intervals),
-        ),
+        services.Services(config=config, db=database, queue=queue, intake=Intake(database.engine, queue)),
     )
     app.register_blueprint(receiver.bp)
     app.register_blueprint(health.bp)

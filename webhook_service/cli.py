@@ -11,7 +11,7 @@ import click
 import sqlalchemy as sa
 from flask import Flask
 
-from webhook_service import create_app, processing
+from webhook_service import create_app, eventlog, processing
 from webhook_service import db as dbmod
 from webhook_service.config import Config, load_config, require_secrets
 from webhook_service.errors import ConfigError
@@ -326,6 +326,11 @@ def resync(since: str, event_type: str | None, dry_run: bool) -> None:
         report = run_resync(services.db, services.queue, client, since_at, types, config.accept_mode, dry_run)
     except StripeAPIError as exc:
         _fail(str(exc))
+    except (eventlog.EventLogUnavailable, sa.exc.SQLAlchemyError) as exc:
+        _fail(
+            f"the database stopped answering during resync ({exc}); events recorded so far are kept, "
+            "and running the same resync again records only the rest"
+        )
     if report.clamped:
         start = report.since.isoformat(timespec="seconds")
         click.echo(f"note: Stripe keeps events for 30 days; listing from {start}")

@@ -7,13 +7,11 @@ import time
 
 import redis
 import sentry_sdk
-import sqlalchemy as sa
 from flask import Blueprint, request
 
 from webhook_service import eventlog
 from webhook_service.envelope import parse_envelope
 from webhook_service.errors import ServiceUnavailable
-from webhook_service.models import EventStatus
 from webhook_service.services import get_services
 from webhook_service.signature import verify_signature
 
@@ -39,18 +37,15 @@ def receive_stripe_event():
     sentry_sdk.set_tag("stripe.event_id", envelope.id)
     sentry_sdk.set_tag("stripe.event_type", envelope.type)
     try:
-        inserted = eventlog.record_event(services.db.engine, envelope, body)
-    except sa.exc.SQLAlchemyError as exc:
-        logger.error("database unavailable while recording %s: %s", envelope.id, type(exc).__name__)
+        inserted = services.intake.accept(envelope, body)
+    except eventlog.EventLogUnavailable as exc:
+        logger.error("database unavailable while recording %s: %s", envelope.id, exc)
         raise ServiceUnavailable("Database unavailable; the event was not recorded. Retry later.") from None
-    if envelope.status is EventStatus.QUEUED:
-        try:
-            services.queue.request_drain()
-        except redis.RedisError as exc:
-            # The event is in the log and recovery will process it, but we promised Stripe a
-            # 503 whenever the queue is down: its retry then finds the duplicate and gets a 2xx.
-            logger.error("queue unavailable after recording %s: %s", envelope.id, type(exc).__name__)
-            raise ServiceUnavailable("Queue unavailable; retry later.") from None
+    except redis.RedisError as exc:
+        # The event is in the log and recovery will process it, but we promised Stripe a 503
+        # whenever the queue is down: its retry then finds the duplicate and gets a 2xx.
+        logger.error("queue unavailable after recording %s: %s", envelope.id, type(exc).__name__)
+        raise ServiceUnavailable("Queue unavailable; retry later.") from None
     outcome = "duplicate" if not inserted else envelope.status.value
     logger.info(
         "received %s",

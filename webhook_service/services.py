@@ -8,6 +8,7 @@ from flask import Flask, current_app
 
 from webhook_service.config import Config
 from webhook_service.db import Database
+from webhook_service.intake import Intake
 from webhook_service.queue import EventQueue
 
 EXTENSION_KEY = "webhook_service"
@@ -20,6 +21,7 @@ class Services:
     config: Config
     db: Database
     queue: EventQueue
+    intake: Intake
 
 
 def init_app(app: Flask, services: Services) -> None:
