@@ -97,6 +97,31 @@ def gunicorn_settings() -> str:
     return f"{namespace['workers']} workers x {namespace['threads']} {namespace['worker_class']} threads"
 
 
+def cpu_seconds(groups: dict[str, set[int]]) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each group of processes, from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    totals = dict.fromkeys([*groups, "postgres"], 0.0)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        pid, name = int(stat.parent.name), text[text.index("(") + 1 : text.rindex(")")]
+        fields = text[text.rindex(")") + 2 :].split()
+        used = (int(fields[11]) + int(fields[12])) / tick
+        group = next(
+            (g for g, pids in groups.items() if pid in pids), "postgres" if name == "postgres" else None
+        )
+        if group:
+            totals[group] += used
+    return totals
+
+
+def children(proc: subprocess.Popen) -> set[int]:
+    found = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    return {proc.pid, *map(int, found)}
+
+
 def quiesce(db_url: str) -> None:
     """Start each run calm: dirty pages written out, and a moment for PostgreSQL's background writers.
 
@@ -143,13 +168,21 @@ def main() -> None:
     latency_file = tmp / "latency.txt"
     write_requests(latency_file, template, 6_000 * args.seconds)
     ratios = []
+    # Where the machine's CPU goes per request (ms), per app: its gunicorn processes, PostgreSQL's
+    # backends, our redis-server. Both apps share the same two cores with wrk.
+    groups = {"gunicorn": children(ours) | children(bare), "redis": {redis_proc.pid}}
+    cpu_ms: dict[str, list[dict]] = {"bare": [], "ours": []}
     try:
         for round_no in range(1, args.rounds + 1):
             results = {}
             order = (("bare", PORT_BARE), ("ours", PORT_OURS))
             for name, port in order if round_no % 2 else order[::-1]:  # alternate who goes first
                 quiesce(db_url)
+                before = cpu_seconds(groups)
                 results[name] = wrk(port, files[name, round_no], args.seconds, args.connections)
+                after = cpu_seconds(groups)
+                served = results[name]["rps"] * args.seconds
+                cpu_ms[name].append({g: (after[g] - before[g]) * 1000 / served for g in after})
             if results["ours"]["rps"] * args.seconds > unique:
                 print("warning: ours was sent repeated event ids (duplicates are cheaper); raise `unique`")
             ratios.append(results["ours"]["rps"] / results["bare"]["rps"])
@@ -159,6 +192,9 @@ def main() -> None:
         quiesce(db_url)
         low = wrk(PORT_OURS, latency_file, args.seconds, 2, latency=True)
         print(f"median ratio ours/bare: {statistics.median(ratios):.2f} (target ≥ 0.6)")
+        for name, runs in cpu_ms.items():
+            parts = ", ".join(f"{g} {statistics.median(r[g] for r in runs):.3f}" for g in runs[0])
+            print(f"CPU per request, {name} (ms, median of rounds): {parts}")
         print(f"ours at 2 connections: {low['rps']:,.0f} req/s, p50 {low.get('p50_ms', 0):.2f} ms, "
               f"p99 {low.get('p99_ms', 0):.2f} ms (target p99 ≤ 10 ms)")  # fmt: skip
     finally:
