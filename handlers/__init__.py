@@ -31,6 +31,14 @@ _RELATED_IDS = {
 }
 
 
+def related_keys(event: dict) -> set[str]:
+    """`table:id` for every row the event's handler may write (what `lock_related_rows` locks)."""
+    related = _RELATED_IDS.get(event.get("type"))
+    if related is None:
+        return set()
+    return {f"{table}:{row_id}" for table, ids in related(event).items() for row_id in ids}
+
+
 def handle(event: dict, session: Session) -> None:
     """Apply one event. Unknown types are a no-op (the receiver already recorded them as ignored)."""
     handler = EVENT_HANDLERS.get(event.get("type"))

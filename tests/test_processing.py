@@ -291,3 +291,60 @@ def test_batch_size_does_not_change_the_result(app, stripe, services, fixture_ev
 
 def test_redis_client_is_real(redis_url):
     assert redis.Redis.from_url(redis_url).ping() is True
+
+
+@pytest.fixture
+def pg_app(postgresql_database_url, redis_url):
+    """Advisory locks steer concurrent drains on PostgreSQL only (SQLite has a single writer)."""
+    _clean(postgresql_database_url)
+    redis.Redis.from_url(redis_url).flushdb()
+    application = create_app(make_config(postgresql_database_url, redis_url))
+    yield application
+    get_services(application).db.engine.dispose()
+
+
+def test_a_drain_leaves_events_another_drain_is_working_on_and_finishes_them_later(pg_app, fixture_events):
+    app, services, stripe = pg_app, get_services(pg_app), StripeSender(pg_app.test_client())
+    # GIVEN every fixture queued, and another transaction (standing in for a second drain) holding
+    # the advisory key of one customer
+    _deliver_all(stripe, fixture_events)
+    queued = [e for e in fixture_events if event_rows(app)[e["id"]].status == "queued"]
+    busy = next(k for e in queued for k in sorted(handlers.related_keys(e)) if k.startswith("customers:"))
+    held = [e["id"] for e in queued if busy in handlers.related_keys(e)]
+    assert 0 < len(held) < len(queued)
+    other = services.db.engine.connect()
+    other.begin()
+    other.execute(
+        sa.text("SELECT pg_advisory_xact_lock(:ns, hashtext(:k))"),
+        {"ns": processing._DRAIN_LOCK_NAMESPACE, "k": busy},
+    )
+    # WHEN a drain runs one batch
+    processing.drain(services.db, services.queue, batch_size=500, max_batches=1)
+    # THEN it processed everything but that customer's events, which stay queued, untouched
+    rows = event_rows(app)
+    assert sorted(i for i in (e["id"] for e in queued) if rows[i].status == "queued") == sorted(held)
+    assert all(rows[i].attempts == 0 for i in held)
+    # AND once the other transaction ends, the next drain finishes them: same end state as always
+    other.rollback()
+    other.close()
+    processing.drain(services.db, services.queue, batch_size=500)
+    assert {n: i.status for n, i in invoices_by_number(app).items()} == EXPECTED_STATUSES
+    assert all(row.status in ("processed", "ignored") for row in event_rows(app).values())
+
+
+def test_a_drain_whose_whole_batch_is_contended_waits_instead_of_spinning(pg_app, fixture_events):
+    app, services, stripe = pg_app, get_services(pg_app), StripeSender(pg_app.test_client())
+    _deliver_all(stripe, fixture_events)
+    queued = [e for e in fixture_events if event_rows(app)[e["id"]].status == "queued"]
+    keys = sorted(set().union(*(handlers.related_keys(e) for e in queued)))
+    other = services.db.engine.connect()
+    other.begin()
+    other.execute(
+        sa.text("SELECT pg_advisory_xact_lock(:ns, hashtext(k)) FROM unnest(CAST(:keys AS text[])) AS k"),
+        {"ns": processing._DRAIN_LOCK_NAMESPACE, "keys": keys},
+    )
+    # Every key is taken, yet the batch goes ahead whole (the advisory keys steer, rows decide)
+    processing.drain(services.db, services.queue, batch_size=500)
+    other.rollback()
+    other.close()
+    assert {n: i.status for n, i in invoices_by_number(app).items()} == EXPECTED_STATUSES

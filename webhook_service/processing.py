@@ -15,6 +15,7 @@ from datetime import timedelta
 import orjson
 import redis
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 import handlers
 from webhook_service import eventlog
@@ -80,6 +81,9 @@ def _drain_batch(db: Database, queue: EventQueue, batch_size: int) -> tuple[list
                 if len(rows) == batch_size:
                     _invite_helper(queue)
                 parsed = [(row, orjson.loads(row.payload)) for row in rows]
+                parsed = _leave_contended(session, parsed)
+                rows = [row for row, _ in parsed]
+                ids = [row.id for row in rows]
                 # Grouped by object, newest first: handlers are order-free, and this way only the
                 # winning snapshot of each invoice is copied into its row; older ones just merge
                 # what they say about status history.
@@ -102,6 +106,44 @@ def _drain_batch(db: Database, queue: EventQueue, batch_size: int) -> tuple[list
     for event_id, event_type, attempt in summaries:
         _log_outcome(event_id, event_type, "processed", elapsed_ms, attempt)
     return ids, []
+
+
+#: First half of the advisory-lock keys drains use (the second is `hashtext` of a row's key).
+_DRAIN_LOCK_NAMESPACE = 0x57485331
+
+
+Parsed = list[tuple[StripeEvent, dict]]
+
+
+def _leave_contended(session: Session, parsed: Parsed) -> Parsed:
+    """Keep the events whose rows no other drain is working on; leave the rest queued for later.
+
+    Two drains claim different events (SKIP LOCKED), but their events often share rows: an
+    invoice whose lifecycle straddles two batches, a customer with invoices in both. Each would
+    then wait for the other's whole batch to commit, and two drains would run one after the other.
+    So a drain first takes a non-blocking advisory lock per row key and processes only the events
+    whose keys it got. The row locks taken after this stay what makes concurrent drains correct;
+    the advisory locks only steer drains apart (a hash collision costs a deferral, nothing else).
+    If another drain holds every event's keys, the batch goes ahead as a whole and waits for it,
+    as it would without this step, so deferred events are never stranded.
+    """
+    if session.get_bind().dialect.name != "postgresql" or len(parsed) < 2:
+        return parsed
+    keys = [handlers.related_keys(event) for _, event in parsed]
+    wanted = sorted(set().union(*keys))
+    if not wanted:
+        return parsed
+    got = dict(
+        session.execute(
+            sa.text(
+                "SELECT k, pg_try_advisory_xact_lock(:ns, hashtext(k)) "
+                "FROM unnest(CAST(:keys AS text[])) AS k"
+            ),
+            {"ns": _DRAIN_LOCK_NAMESPACE, "keys": wanted},
+        ).all()
+    )
+    kept = [item for item, event_keys in zip(parsed, keys, strict=True) if all(got[k] for k in event_keys)]
+    return kept or parsed
 
 
 def _invite_helper(queue: EventQueue) -> None:
