@@ -17,7 +17,7 @@ from rq.registry import FailedJobRegistry
 import handlers
 from tests.conftest import SECRET, StripeSender, _clean, make_config
 from tests.helpers import event_rows, invoices_by_number, mirror_state, run_worker
-from webhook_service import create_app, processing
+from webhook_service import create_app, eventlog, processing
 from webhook_service.models import InvoiceStatusChange, StripeEvent
 from webhook_service.services import get_services
 
@@ -305,9 +305,12 @@ def pg_app(postgresql_database_url, redis_url):
 
 def test_a_drain_leaves_events_another_drain_is_working_on_and_finishes_them_later(pg_app, fixture_events):
     app, services, stripe = pg_app, get_services(pg_app), StripeSender(pg_app.test_client())
-    # GIVEN every fixture queued, and another transaction (standing in for a second drain) holding
+    # GIVEN every fixture queued without a backlog share (as if logged before shares existed, so
+    # one batch claims them all), and another transaction standing in for a second drain holding
     # the advisory key of one customer
     _deliver_all(stripe, fixture_events)
+    with services.db.engine.begin() as conn:
+        conn.execute(sa.update(StripeEvent).values(lock_partition=None))
     queued = [e for e in fixture_events if event_rows(app)[e["id"]].status == "queued"]
     busy = next(k for e in queued for k in sorted(handlers.related_keys(e)) if k.startswith("customers:"))
     held = [e["id"] for e in queued if busy in handlers.related_keys(e)]
@@ -348,3 +351,20 @@ def test_a_drain_whose_whole_batch_is_contended_waits_instead_of_spinning(pg_app
     other.rollback()
     other.close()
     assert {n: i.status for n, i in invoices_by_number(app).items()} == EXPECTED_STATUSES
+
+
+def test_concurrent_drains_take_different_shares_of_the_backlog(pg_app, fixture_events):
+    services, stripe = get_services(pg_app), StripeSender(pg_app.test_client())
+    _deliver_all(stripe, fixture_events)
+
+    def owners(rows):
+        return {json.loads(row.payload)["data"]["object"].get("customer") for row in rows} - {None}
+
+    with services.db.sessions() as first, services.db.sessions() as second:
+        with first.begin(), second.begin():
+            mine = eventlog.claim_queued(first, 500)
+            theirs = eventlog.claim_queued(second, 500)  # while the first still holds its share
+            assert mine and theirs
+            assert len({row.lock_partition for row in mine}) == 1
+            assert {row.lock_partition for row in mine}.isdisjoint({row.lock_partition for row in theirs})
+            assert owners(mine).isdisjoint(owners(theirs))  # so neither waits for the other's rows

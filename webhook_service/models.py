@@ -89,9 +89,12 @@ class StripeEvent(Base):
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     payload: Mapped[str] = mapped_column(sa.Text)
+    #: Which share of the backlog a drain takes this event with (eventlog.lock_partition_of).
+    lock_partition: Mapped[int | None] = mapped_column(sa.SmallInteger)
 
     __table_args__ = (
         sa.Index("ix_stripe_events_status_received", "status", "received_at"),
+        sa.Index("ix_stripe_events_status_partition_received", "status", "lock_partition", "received_at"),
         sa.Index("ix_stripe_events_type_created", "type", "created"),
         sa.Index("ix_stripe_events_object_id", "object_id"),
         # The read API lists the log newest first, optionally by type.
