@@ -98,3 +98,17 @@ def test_groups_never_exceed_the_limit():
         results = [first.result(timeout=10)] + [f.result(timeout=10) for f in rest]
     assert results == list(range(21))
     assert sizes[0] == 1 and max(sizes) == 6 and sum(sizes) == 21
+
+
+def test_an_error_that_cannot_be_copied_still_reaches_its_submitter():
+    class Picky(Exception):
+        def __init__(self, code: int, *, detail: str):  # copy.copy would call Picky(code) and fail
+            super().__init__(code)
+            self.detail = detail
+
+    def write(items):
+        return [Picky(503, detail="down") for _ in items]
+
+    with pytest.raises(Exception) as raised:
+        GroupCommitter(write).submit("x")
+    assert isinstance(raised.value.__cause__, Picky) and raised.value.__cause__.detail == "down"

@@ -75,8 +75,7 @@ class GroupCommitter(Generic[Item, Result]):
             if isinstance(outcome, BaseException):
                 # Each thread raises its own copy, caused by the original: one exception object
                 # raised in several threads would have its traceback rewritten under the others.
-                slot.error = copy.copy(outcome)
-                slot.error.__cause__ = outcome
+                slot.error = _own_copy(outcome)
             else:
                 slot.result = outcome
             slot.lead = False
@@ -90,3 +89,16 @@ class GroupCommitter(Generic[Item, Result]):
             slot.done.set()
         if successor is not None:
             successor.done.set()
+
+
+class GroupWriteError(Exception):
+    """Raised in a submitter's thread when the group's error could not be copied."""
+
+
+def _own_copy(error: BaseException) -> BaseException:
+    try:
+        mine = copy.copy(error)
+    except Exception:  # noqa: BLE001 - an exception class whose constructor copy cannot replay
+        mine = GroupWriteError(f"{type(error).__name__}: {error}")
+    mine.__cause__ = error
+    return mine
