@@ -362,9 +362,8 @@ def test_concurrent_drains_take_different_shares_of_the_backlog(pg_app, fixture_
 
     with services.db.sessions() as first, services.db.sessions() as second:
         with first.begin(), second.begin():
-            mine = eventlog.claim_queued(first, 500)
-            theirs = eventlog.claim_queued(second, 500)  # while the first still holds its share
+            mine = eventlog.claim_queued(first, 10)
+            theirs = eventlog.claim_queued(second, 500)  # while the first still holds its shares
             assert mine and theirs
-            assert len({row.lock_partition for row in mine}) == 1
             assert {row.lock_partition for row in mine}.isdisjoint({row.lock_partition for row in theirs})
             assert owners(mine).isdisjoint(owners(theirs))  # so neither waits for the other's rows

@@ -160,24 +160,25 @@ def _insert_postgres(engine: sa.Engine, rows: list[dict]) -> set[str]:
 def claim_queued(session: Session, limit: int) -> list[StripeEvent]:
     """Lock up to `limit` queued events, oldest first, skipping rows another drain holds.
 
-    On PostgreSQL a drain first takes a whole share of the backlog (`lock_partition`) that no other
-    drain holds, starting with the share of the oldest queued events: concurrent drains then work
-    on different customers instead of waiting for each other's row locks. What no free share
-    offers (events logged before shares existed, shares all taken) is claimed without one.
+    On PostgreSQL a drain first takes whole shares of the backlog (`lock_partition`) that no other
+    drain holds, the shares of the oldest queued events first, until the batch is full: concurrent
+    drains then work on different customers instead of waiting for each other's row locks. Only
+    when no free share offers anything (events logged before shares existed, every share taken)
+    does it claim without one.
     """
     queued = sa.select(StripeEvent).where(StripeEvent.status == EventStatus.QUEUED.value)
+    rows: list[StripeEvent] = []
     if session.get_bind().dialect.name == "postgresql":
         for partition in _partitions_by_age(session):
+            if len(rows) >= limit:
+                break
             taken = session.execute(
                 sa.select(sa.func.pg_try_advisory_xact_lock(_PARTITION_LOCK_NAMESPACE, partition))
             ).scalar()
-            if not taken:
-                continue
-            share = queued.where(StripeEvent.lock_partition == partition)
-            rows = list(session.scalars(_oldest(share, limit)))
-            if rows:
-                return rows
-    return list(session.scalars(_oldest(queued, limit)))
+            if taken:
+                share = queued.where(StripeEvent.lock_partition == partition)
+                rows += session.scalars(_oldest(share, limit - len(rows)))
+    return rows or list(session.scalars(_oldest(queued, limit)))
 
 
 def _oldest(stmt: sa.Select, limit: int) -> sa.Select:
