@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import orjson
 
 import handlers
+import handlers.values
 
 # `import handlers`, not `from handlers import …`: handlers imports webhook_service modules too.
 from webhook_service.errors import InvalidPayload
@@ -105,9 +106,7 @@ def parse_envelope(body: bytes, accept_mode: str = "any") -> Envelope:
     if not isinstance(obj, dict):
         raise InvalidPayload(f"Event {event_id!r} has no data.object.")
     object_id = obj.get("id") if isinstance(obj.get("id"), str) else None
-    customer = obj.get("customer")
-    customer_id = customer.get("id") if isinstance(customer, dict) else customer
-    owner_id = customer_id if isinstance(customer_id, str) and customer_id else object_id
+    owner_id = handlers.values.object_id(obj.get("customer")) or object_id
     api_version = data.get("api_version") if isinstance(data.get("api_version"), str) else None
     reason = _ignored_reason(event_type, object_id, livemode, accept_mode)
     return _check_storable(
