@@ -31,12 +31,14 @@ _RELATED_IDS = {
 }
 
 
+def _related_ids(event: dict) -> dict[str, set[str]]:
+    related = _RELATED_IDS.get(event.get("type"))
+    return {} if related is None else related(event)
+
+
 def related_keys(event: dict) -> set[str]:
     """`table:id` for every row the event's handler may write (what `lock_related_rows` locks)."""
-    related = _RELATED_IDS.get(event.get("type"))
-    if related is None:
-        return set()
-    return {f"{table}:{row_id}" for table, ids in related(event).items() for row_id in ids}
+    return {f"{table}:{row_id}" for table, ids in _related_ids(event).items() for row_id in ids}
 
 
 def handle(event: dict, session: Session) -> None:
@@ -58,10 +60,8 @@ def lock_related_rows(session: Session, events: Sequence[dict]) -> None:
     wanted: dict[str, set[str]] = {"invoices": set(), "customers": set(), "credit_notes": set()}
     notifying = any(event.get("type") in past_due.EVENT_TYPES for event in events)
     for event in events:
-        related = _RELATED_IDS.get(event.get("type"))
-        if related is not None:
-            for table, ids in related(event).items():
-                wanted[table] |= ids
+        for table, ids in _related_ids(event).items():
+            wanted[table] |= ids
     invoice_ids, customer_ids, note_ids = wanted["invoices"], wanted["customers"], wanted["credit_notes"]
     now = utcnow()
     dialect = session.get_bind().dialect.name
