@@ -8,7 +8,7 @@ bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 #: processes make larger groups for the intake's group commit (docs/benchmarks.md: 2x8 beat 4x4).
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count()))
 #: Each request waits for a PostgreSQL commit and a Redis round trip; the threads of a process that
-#: wait together share one INSERT, one commit and one SET NX (webhook_service/intake.py).
+#: wait together share one INSERT, one commit and one SET NX (webhook_service/processing/intake.py).
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 #: Stripe publishes no timeout; we answer in milliseconds, so a slow request is a stuck dependency.

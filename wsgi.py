@@ -1,5 +1,5 @@
 """Gunicorn entry point: `gunicorn wsgi:app`. The only module that builds an app at import."""
 
-from webhook_service.cli import build_app_or_exit
+from webhook_service.startup import build_app_or_exit
 
 app = build_app_or_exit(require_webhook_secret=True)

@@ -61,7 +61,7 @@ FROM generate_series(1, :n) AS g;
 
 
 def seeded_database(size: int) -> str:
-    from webhook_service.db import upgrade
+    from webhook_service.processing.db import upgrade
 
     name = f"whs_bench_growth_{size}_{os.getpid()}"
     with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
@@ -100,10 +100,11 @@ def lifecycle_bodies(invoices: int) -> list[bytes]:
 
 def drain_cost(url: str, invoices: int) -> float:
     """Seconds per event to drain freshly recorded lifecycles."""
-    from webhook_service import create_app, eventlog, processing
-    from webhook_service.config import Config
-    from webhook_service.envelope import parse_envelope
-    from webhook_service.services import get_services
+    from webhook_service.core.config import Config
+    from webhook_service.processing import drain, eventlog
+    from webhook_service.processing.envelope import parse_envelope
+    from webhook_service.web.app import create_app
+    from webhook_service.web.services import get_services
 
     config = Config(
         webhook_secrets=("whsec_bench_00000000",), database_url=url, database_url_is_default=False,
@@ -114,7 +115,7 @@ def drain_cost(url: str, invoices: int) -> float:
     for body in bodies:
         eventlog.record_event(services.db.engine, parse_envelope(body), body)
     started = time.perf_counter()
-    processing.drain(services.db, services.queue, services.config.drain_batch_size)
+    drain.drain(services.db, services.queue, services.config.drain_batch_size)
     elapsed = time.perf_counter() - started
     services.db.engine.dispose()
     return elapsed / len(bodies)

@@ -35,7 +35,7 @@ import requests  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 from builder import NEW_API, Customer, Ids, InvoiceLifecycle, Line  # noqa: E402
 
-from webhook_service.signature import sign  # noqa: E402
+from webhook_service.core.signature import sign  # noqa: E402
 
 ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://root@127.0.0.1:5432/test")
 SECRET = "whsec_bench_receiver_0123456789"
@@ -141,7 +141,7 @@ def main() -> None:
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed: apt-get install wrk")
-    from webhook_service.db import upgrade
+    from webhook_service.processing.db import upgrade
 
     db_name = f"whs_bench_rx_{os.getpid()}"
     with psycopg.connect(ADMIN_URL, autocommit=True) as conn:

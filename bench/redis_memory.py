@@ -42,11 +42,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=100_000)
     args = parser.parse_args()
-    from webhook_service import create_app, eventlog
-    from webhook_service.config import Config
-    from webhook_service.db import upgrade
-    from webhook_service.envelope import parse_envelope
-    from webhook_service.services import get_services
+    from webhook_service.core.config import Config
+    from webhook_service.processing import eventlog
+    from webhook_service.processing.db import upgrade
+    from webhook_service.processing.envelope import parse_envelope
+    from webhook_service.web.app import create_app
+    from webhook_service.web.services import get_services
 
     tmp = tempfile.mkdtemp(prefix="bench-redis-")
     command = ["redis-server", "--port", str(PORT), "--save", "", "--appendonly", "no", "--dir", tmp]

@@ -6,7 +6,7 @@ usage: python bench/worker.py [--invoices 2000] [--repeat 3] [--skip-peer]
    with payment_failed, paid, payment_succeeded) to bench/out/events.jsonl.
 2. For 1 and then 2 processes: a fresh database, the backlog recorded in the event log
    (untimed: that is the receiver's work), then the processes drain it with the worker's own code
-   (`processing.drain`, what the RQ drain job runs); timed from start to the last commit.
+   (`drain.drain`, what the RQ drain job runs); timed from start to the last commit.
 3. Runs ../shared/peer-sync-engine/run.sh on the same JSON lines (the peer mirrors into the same
    PostgreSQL server) and prints our rate over the peer's sequential rate.
 4. Checks every invoice ended paid with its full status history.
@@ -85,9 +85,9 @@ def drop_database(url: str) -> None:
 
 
 def _services(url: str):
-    from webhook_service import create_app
-    from webhook_service.config import Config
-    from webhook_service.services import get_services
+    from webhook_service.core.config import Config
+    from webhook_service.web.app import create_app
+    from webhook_service.web.services import get_services
 
     app = create_app(Config(webhook_secrets=("whsec_bench_00000000",), database_url=url,
                             database_url_is_default=False, redis_url=None, log_level="WARNING"))  # fmt: skip
@@ -97,17 +97,17 @@ def _services(url: str):
 def _drain_worker(url: str, start, done) -> None:
     services = _services(url)
     start.wait()
-    from webhook_service import processing
+    from webhook_service.processing import drain
 
-    processing.drain(services.db, services.queue, services.config.drain_batch_size)
+    drain.drain(services.db, services.queue, services.config.drain_batch_size)
     done.put(time.perf_counter())
 
 
 def run_ours(backlog: Path, processes: int) -> tuple[float, str]:
     """Events per second for `processes` draining the backlog; returns (rate, database url)."""
-    from webhook_service import eventlog
-    from webhook_service.db import upgrade
-    from webhook_service.envelope import parse_envelope
+    from webhook_service.processing import eventlog
+    from webhook_service.processing.db import upgrade
+    from webhook_service.processing.envelope import parse_envelope
 
     url = fresh_database()
     upgrade(url)

@@ -10,8 +10,15 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from handlers import customers, ledger
-from handlers.values import int_or_zero, object_id, optional_int, required_id, required_status, timestamp
-from webhook_service.models import CreditNote, LedgerKind
+from webhook_service.core.models import CreditNote, LedgerKind
+from webhook_service.core.values import (
+    int_or_zero,
+    object_id,
+    optional_int,
+    required_id,
+    required_status,
+    timestamp,
+)
 
 EVENT_TYPES = frozenset({"credit_note.created", "credit_note.updated", "credit_note.voided"})
 STATUS_RANK = {"issued": 0, "void": 1}

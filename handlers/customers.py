@@ -14,9 +14,9 @@ from sqlalchemy.orm import Session
 
 from handlers import ledger
 from handlers.settings import ENTITY_TYPES, settings_of
-from handlers.values import required_id
-from webhook_service.errors import PermanentEventError
-from webhook_service.models import Customer
+from webhook_service.core.errors import PermanentEventError
+from webhook_service.core.models import Customer
+from webhook_service.core.values import required_id
 
 EVENT_TYPES = frozenset({"customer.created", "customer.updated", "customer.deleted"})
 

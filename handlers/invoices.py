@@ -14,9 +14,16 @@ from sqlalchemy.orm import Session
 
 from handlers import customers, ledger, past_due, status_history
 from handlers.status_history import STATUS_RANK
-from handlers.values import int_or_zero, object_id, optional_int, required_id, required_status, timestamp
-from webhook_service.errors import PermanentEventError
-from webhook_service.models import Invoice, InvoiceLine, LedgerKind
+from webhook_service.core.errors import PermanentEventError
+from webhook_service.core.models import Invoice, InvoiceLine, LedgerKind
+from webhook_service.core.values import (
+    int_or_zero,
+    object_id,
+    optional_int,
+    required_id,
+    required_status,
+    timestamp,
+)
 
 EVENT_TYPES = frozenset(
     {

@@ -14,7 +14,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from webhook_service.models import CreditLedgerEntry, Customer, LedgerKind
+from webhook_service.core.models import CreditLedgerEntry, Customer, LedgerKind
 
 Desired = dict[str, tuple[int, str | None, datetime | None]]  # kind → (amount, currency, effective_at)
 

@@ -21,8 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from handlers import status_history
-from webhook_service.db import dialect_insert
-from webhook_service.models import (
+from webhook_service.core.models import (
     Audience,
     Invoice,
     InvoiceStatus,
@@ -30,6 +29,7 @@ from webhook_service.models import (
     NotificationKind,
     NotificationPreference,
 )
+from webhook_service.core.sql import dialect_insert
 
 EVENT_TYPES = frozenset({"invoice.payment_failed", "invoice.overdue"})
 PAST_DUE = InvoiceStatus.PAST_DUE.value

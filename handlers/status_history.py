@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from webhook_service.models import Invoice, InvoiceStatus, InvoiceStatusChange
+from webhook_service.core.models import Invoice, InvoiceStatus, InvoiceStatusChange
 
 #: Statuses only move up this order (paid and void are both final).
 STATUS_RANK = {

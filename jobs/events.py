@@ -7,15 +7,15 @@ import time
 import sentry_sdk
 from rq import get_current_job
 
-from webhook_service import processing
-from webhook_service.errors import PermanentEventError
-from webhook_service.services import get_services
+from webhook_service.core.errors import PermanentEventError
+from webhook_service.processing import attempts, drain, recovery
+from webhook_service.web.services import get_services
 
 
 def drain_events() -> dict:
     """Process queued events from the event log until it has none left."""
     services = get_services()
-    return processing.drain(services.db, services.queue, services.config.drain_batch_size).as_dict()
+    return drain.drain(services.db, services.queue, services.config.drain_batch_size).as_dict()
 
 
 def process_event(event_id: str) -> str:
@@ -24,22 +24,22 @@ def process_event(event_id: str) -> str:
     services = get_services()
     job = get_current_job()
     sentry_sdk.set_tag("stripe.event_id", event_id)
-    sentry_sdk.set_tag("stripe.event_type", processing.event_type_of(services.db, event_id))
+    sentry_sdk.set_tag("stripe.event_type", attempts.event_type_of(services.db, event_id))
     started = time.perf_counter()
     try:
-        return processing.process_one(services.db, event_id)
+        return attempts.process_one(services.db, event_id)
     except PermanentEventError as exc:
         if job is not None:
             job.retries_left = 0  # retrying cannot help; go straight to the failed registry
-        processing.record_attempt_failure(services.db, event_id, exc, None, started)
+        attempts.record_attempt_failure(services.db, event_id, exc, None, started)
         raise
     except Exception as exc:
         retry_in = job.get_retry_interval() if job is not None and job.retries_left else None
-        processing.record_attempt_failure(services.db, event_id, exc, retry_in, started)
+        attempts.record_attempt_failure(services.db, event_id, exc, retry_in, started)
         raise
 
 
 def recover_events() -> dict:
     """Re-enqueue work the queue lost (scheduled by the scheduler process)."""
     services = get_services()
-    return processing.recover(services.db, services.queue)
+    return recovery.recover(services.db, services.queue)

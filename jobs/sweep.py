@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from webhook_service.services import get_services
-from webhook_service.sweep import sweep_past_due as run_sweep
+from webhook_service.processing.sweep import sweep_past_due as run_sweep
+from webhook_service.web.services import get_services
 
 
 def sweep_past_due() -> int:

@@ -23,12 +23,12 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from webhook_service import create_app
-from webhook_service.config import Config
-from webhook_service.db import upgrade
-from webhook_service.models import Base
-from webhook_service.services import get_services
-from webhook_service.signature import sign
+from webhook_service.core.config import Config
+from webhook_service.core.models import Base
+from webhook_service.core.signature import sign
+from webhook_service.processing.db import upgrade
+from webhook_service.web.app import create_app
+from webhook_service.web.services import get_services
 
 SECRET = "whsec_test_primary_0123456789abcdef"
 OTHER_SECRET = "whsec_test_rolled_fedcba9876543210"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from webhook_service.models import (
+from webhook_service.core.models import (
     CreditLedgerEntry,
     CreditNote,
     Customer,
@@ -14,7 +14,7 @@ from webhook_service.models import (
     Notification,
     StripeEvent,
 )
-from webhook_service.services import get_services
+from webhook_service.web.services import get_services
 from webhook_service.workers import build_worker
 
 #: Our own bookkeeping, not mirrored data: excluded when comparing two mirrors.

@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from openapi_spec_validator import validate as validate_openapi
 
 from tests.helpers import run_worker
-from webhook_service.sweep import sweep_past_due
+from webhook_service.processing.sweep import sweep_past_due
 
 KEY, OTHER_KEY = "portal-key-one-0123456789", "portal-key-two-9876543210"
 ACME = "cus_1AcmeRobotics000000000"

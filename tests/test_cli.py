@@ -13,8 +13,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from tests.conftest import SECRET
-from webhook_service.db import alembic_head, current_revision, upgrade
-from webhook_service.models import Base
+from webhook_service.core.models import Base
+from webhook_service.processing.db import alembic_head, current_revision, upgrade
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -151,7 +151,7 @@ def test_demo_runs_on_embedded_defaults_and_prints_the_mirror(tmp_path):
         assert re.search(rf"{number}\s+admins\s+invoice_past_due", notes)
         assert re.search(rf"{number}\s+customer\s+invoice_past_due", notes)
     assert "dev mode" in result.stderr + result.stdout
-    assert (tmp_path / "webhook_service.db").exists()
+    assert (tmp_path / "webhook_service.processing.db").exists()
     # Running it again re-delivers everything: all duplicates, same table.
     again = run_cli("demo", cwd=tmp_path, timeout=180)
     assert again.returncode == 0 and "(55 recognised as duplicates)" in again.stdout
@@ -171,7 +171,7 @@ def test_serve_runs_receiver_and_in_process_worker_on_embedded_defaults(tmp_path
     import requests
 
     from tests.conftest import free_port
-    from webhook_service.signature import sign
+    from webhook_service.core.signature import sign
 
     port = free_port()
     base = {
@@ -199,7 +199,7 @@ def test_serve_runs_receiver_and_in_process_worker_on_embedded_defaults(tmp_path
                 f"{url}/webhooks/stripe", data=body, headers={"Stripe-Signature": sign(body, SECRET)}
             )
             assert response.status_code == 200
-        engine = sa.create_engine(f"sqlite:///{tmp_path / 'webhook_service.db'}")
+        engine = sa.create_engine(f"sqlite:///{tmp_path / 'webhook_service.processing.db'}")
         while True:
             with engine.connect() as conn:
                 pending = conn.execute(

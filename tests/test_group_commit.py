@@ -5,7 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from webhook_service.group_commit import GroupCommitter
+from webhook_service.processing.group_commit import GroupCommitter
 
 
 class GatedWriter:

@@ -9,10 +9,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import clean_tables
-from webhook_service import eventlog
-from webhook_service.envelope import parse_envelope
-from webhook_service.intake import Intake
-from webhook_service.models import StripeEvent
+from webhook_service.core.models import StripeEvent
+from webhook_service.processing import eventlog
+from webhook_service.processing.envelope import parse_envelope
+from webhook_service.processing.intake import Intake
 
 
 def _delivery(event: dict, event_id: str) -> tuple:

@@ -5,7 +5,7 @@ import uuid
 import redis
 from rq import Queue
 
-from webhook_service.queue import create_queue
+from webhook_service.processing.queue import create_queue
 
 MACHINE_REDIS = "redis://127.0.0.1:6379/0"
 

@@ -14,10 +14,10 @@ from rq.registry import FailedJobRegistry
 import handlers
 from tests.conftest import SECRET
 from tests.helpers import event_rows, invoices_by_number, mirror_state, run_worker
-from webhook_service import eventlog
 from webhook_service.cli import cli
-from webhook_service.observability import init_sentry
-from webhook_service.resync import MAX_ATTEMPTS, StripeAPIError, StripeEventsClient, resync
+from webhook_service.processing import eventlog
+from webhook_service.processing.resync import MAX_ATTEMPTS, StripeAPIError, StripeEventsClient, resync
+from webhook_service.web.observability import init_sentry
 
 API = "https://api.stripe.test"
 
@@ -372,7 +372,7 @@ def test_metrics_expose_counts_by_type_and_queue_latency(app, client, stripe, fi
 def test_one_structured_log_line_per_event_outcome(app, stripe, fixture_events, broken_handler, caplog):
     import logging
 
-    from webhook_service.logging_setup import JsonFormatter
+    from webhook_service.core.logging_setup import JsonFormatter
 
     broken_handler.breaks("invoice.voided")
     caplog.set_level(logging.INFO, logger="webhook_service")

@@ -25,9 +25,9 @@ from hypothesis import strategies as st
 
 from tests.conftest import clean_tables
 from tests.helpers import mirror_state
-from webhook_service import eventlog, processing
-from webhook_service.envelope import parse_envelope
-from webhook_service.models import StripeEvent
+from webhook_service.core.models import StripeEvent
+from webhook_service.processing import drain, eventlog
+from webhook_service.processing.envelope import parse_envelope
 
 T = 1_795_000_000
 
@@ -117,14 +117,14 @@ def _run(services, deliveries: list[dict], drain_after: list[bool], batch_size: 
     for event, drain_now in zip(deliveries, drain_after + [False] * len(deliveries), strict=False):
         _deliver(services, event)
         if drain_now:
-            processing.drain(services.db, services.queue, batch_size)
-    processing.drain(services.db, services.queue, batch_size)
+            drain.drain(services.db, services.queue, batch_size)
+    drain.drain(services.db, services.queue, batch_size)
     if replay:  # an operator replays already processed events: nothing may change
         ids = sorted({deliveries[i % len(deliveries)]["id"] for i in replay})
         with services.db.sessions() as session, session.begin():
             session.execute(sa.update(StripeEvent).where(StripeEvent.id.in_(ids)).values(status="queued"))
-        processing.drain(services.db, services.queue, batch_size)
-    assert processing.pending_count(services.db) == 0
+        drain.drain(services.db, services.queue, batch_size)
+    assert drain.pending_count(services.db) == 0
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -11,10 +11,10 @@ from builder import NEW_API, Customer, Ids, InvoiceLifecycle, Line
 
 from tests.conftest import clean_tables
 from tests.handlers.test_invoices import apply, load_invoice
-from webhook_service import eventlog, processing
-from webhook_service.envelope import parse_envelope
-from webhook_service.models import Notification, NotificationPreference
-from webhook_service.sweep import sweep_past_due
+from webhook_service.core.models import Notification, NotificationPreference
+from webhook_service.processing import attempts, drain, eventlog
+from webhook_service.processing.envelope import parse_envelope
+from webhook_service.processing.sweep import sweep_past_due
 
 T = 1_794_000_000  # 2026-11-05T20:00:00Z
 DAY = 86400
@@ -188,7 +188,7 @@ def test_duplicates_replays_sweeps_and_racing_workers_write_one_notification_per
     created, finalized = life.created(T), life.finalized(T + 60)
     failed_like = [life.overdue(T + 11 * DAY), life.updated(T + 12 * DAY, description="reminder sent")]
     _log_and_queue(services, [created, finalized])
-    processing.drain(services.db, services.queue, 10)
+    drain.drain(services.db, services.queue, 10)
     _log_and_queue(services, failed_like)
     # Two workers race on the same invoice: each processes one of its events at the same moment.
     barrier = threading.Barrier(2)
@@ -197,7 +197,7 @@ def test_duplicates_replays_sweeps_and_racing_workers_write_one_notification_per
     def work(event_id):
         barrier.wait()
         try:
-            processing.process_one(services.db, event_id)
+            attempts.process_one(services.db, event_id)
         except Exception as exc:  # noqa: BLE001
             errors.append(exc)
 
@@ -213,7 +213,7 @@ def test_duplicates_replays_sweeps_and_racing_workers_write_one_notification_per
             session.execute(
                 sa.text("UPDATE stripe_events SET status = 'queued' WHERE id = :id"), {"id": event["id"]}
             )
-    processing.drain(services.db, services.queue, 1)
+    drain.drain(services.db, services.queue, 1)
     with time_machine.travel(at(T + 20 * DAY), tick=False):
         sweep_past_due(services.db)
         sweep_past_due(services.db)
@@ -277,8 +277,8 @@ def test_sweep_cli_reports_what_it_moved(services, database_url, redis_url):
 
 
 def test_sweep_time_is_configurable():
-    from webhook_service.config import load_config
-    from webhook_service.errors import ConfigError
+    from webhook_service.core.config import load_config
+    from webhook_service.core.errors import ConfigError
 
     assert load_config({"PAST_DUE_SWEEP_TIME": "23:45"}).sweep_time_utc == "23:45"
     with pytest.raises(ConfigError, match="PAST_DUE_SWEEP_TIME"):

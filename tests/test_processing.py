@@ -17,9 +17,10 @@ from rq.registry import FailedJobRegistry
 import handlers
 from tests.conftest import SECRET, StripeSender, _clean, make_config
 from tests.helpers import event_rows, invoices_by_number, mirror_state, run_worker
-from webhook_service import create_app, eventlog, processing
-from webhook_service.models import InvoiceStatusChange, StripeEvent
-from webhook_service.services import get_services
+from webhook_service.core.models import InvoiceStatusChange, StripeEvent
+from webhook_service.processing import attempts, drain, eventlog, locks, recovery
+from webhook_service.web.app import create_app
+from webhook_service.web.services import get_services
 
 EXPECTED_STATUSES = {
     "ACME-0001": "paid",
@@ -59,13 +60,13 @@ def test_processing_again_changes_nothing(app, stripe, services, fixture_events)
     first = mirror_state(app)
     # A per-event job for an already processed event is a no-op...
     for event in fixture_events:
-        assert processing.process_one(services.db, event["id"]) == "skipped"
+        assert attempts.process_one(services.db, event["id"]) == "skipped"
     # ...and so is reprocessing everything from the log (handlers are idempotent merges).
     with services.db.sessions() as session, session.begin():
         session.execute(
             sa.update(StripeEvent).where(StripeEvent.status == "processed").values(status="queued")
         )
-    processing.drain(services.db, services.queue, batch_size=3)
+    drain.drain(services.db, services.queue, batch_size=3)
     assert mirror_state(app) == first
     with services.db.sessions() as session:
         assert (
@@ -152,8 +153,8 @@ _SLOW_WORKER = textwrap.dedent(
     """
     import os, sys, time, pathlib
     import handlers
-    from webhook_service import create_app
-    from webhook_service.config import load_config
+    from webhook_service.web.app import create_app
+    from webhook_service.core.config import load_config
     from webhook_service.workers import build_worker
 
     marker = pathlib.Path(sys.argv[1])
@@ -206,7 +207,7 @@ def test_worker_killed_mid_job_loses_nothing_and_processes_once(
     deadline = time.monotonic() + 20
     while any(row.status == "queued" for row in event_rows(app).values()):
         assert time.monotonic() < deadline, "recovery never processed the abandoned events"
-        assert processing.recover(services.db, services.queue, stale_after=timedelta(0))["drain"] is True
+        assert recovery.recover(services.db, services.queue, stale_after=timedelta(0))["drain"] is True
         run_worker(app)
         time.sleep(0.2)
     rows = event_rows(app).values()
@@ -232,7 +233,7 @@ def test_redis_restarting_empty_before_the_job_ran_loses_nothing(database_url, p
     services.queue.connection.connection_pool.disconnect()
     assert services.queue.queue.get_job_ids() == []
     # The event log still has everything; recovery finds it and a worker processes it.
-    assert processing.recover(services.db, services.queue, stale_after=timedelta(0))["drain"] is True
+    assert recovery.recover(services.db, services.queue, stale_after=timedelta(0))["drain"] is True
     run_worker(app)
     assert {n: i.status for n, i in invoices_by_number(app).items()} == EXPECTED_STATUSES
     services.db.engine.dispose()
@@ -276,7 +277,7 @@ def test_lost_retry_is_rescheduled_by_recovery(app, stripe, services, fixture_ev
     assert event_rows(app)[target["id"]].status == "retrying"
     services.queue.connection.flushdb()  # the scheduled retry vanishes with Redis
     failing["on"] = False
-    result = processing.recover(services.db, services.queue, lost_after=timedelta(seconds=-60))
+    result = recovery.recover(services.db, services.queue, lost_after=timedelta(seconds=-60))
     assert result["retries"] == 1
     run_worker(app)
     assert event_rows(app)[target["id"]].status == "processed"
@@ -285,7 +286,7 @@ def test_lost_retry_is_rescheduled_by_recovery(app, stripe, services, fixture_ev
 @pytest.mark.parametrize("batch_size", [1, 2, 500])
 def test_batch_size_does_not_change_the_result(app, stripe, services, fixture_events, batch_size):
     _deliver_all(stripe, fixture_events)
-    processing.drain(services.db, services.queue, batch_size=batch_size)
+    drain.drain(services.db, services.queue, batch_size=batch_size)
     assert {n: i.status for n, i in invoices_by_number(app).items()} == EXPECTED_STATUSES
 
 
@@ -319,10 +320,10 @@ def test_a_drain_leaves_events_another_drain_is_working_on_and_finishes_them_lat
     other.begin()
     other.execute(
         sa.text("SELECT pg_advisory_xact_lock(:ns, hashtext(:k))"),
-        {"ns": processing._DRAIN_LOCK_NAMESPACE, "k": busy},
+        {"ns": locks.DRAIN_LOCK_NAMESPACE, "k": busy},
     )
     # WHEN a drain runs one batch
-    processing.drain(services.db, services.queue, batch_size=500, max_batches=1)
+    drain.drain(services.db, services.queue, batch_size=500, max_batches=1)
     # THEN it processed everything but that customer's events, which stay queued, untouched
     rows = event_rows(app)
     assert sorted(i for i in (e["id"] for e in queued) if rows[i].status == "queued") == sorted(held)
@@ -330,7 +331,7 @@ def test_a_drain_leaves_events_another_drain_is_working_on_and_finishes_them_lat
     # AND once the other transaction ends, the next drain finishes them: same end state as always
     other.rollback()
     other.close()
-    processing.drain(services.db, services.queue, batch_size=500)
+    drain.drain(services.db, services.queue, batch_size=500)
     assert {n: i.status for n, i in invoices_by_number(app).items()} == EXPECTED_STATUSES
     assert all(row.status in ("processed", "ignored") for row in event_rows(app).values())
 
@@ -344,10 +345,10 @@ def test_a_drain_whose_whole_batch_is_contended_waits_instead_of_spinning(pg_app
     other.begin()
     other.execute(
         sa.text("SELECT pg_advisory_xact_lock(:ns, hashtext(k)) FROM unnest(CAST(:keys AS text[])) AS k"),
-        {"ns": processing._DRAIN_LOCK_NAMESPACE, "keys": keys},
+        {"ns": locks.DRAIN_LOCK_NAMESPACE, "keys": keys},
     )
     # Every key is taken, yet the batch goes ahead whole (the advisory keys steer, rows decide)
-    processing.drain(services.db, services.queue, batch_size=500)
+    drain.drain(services.db, services.queue, batch_size=500)
     other.rollback()
     other.close()
     assert {n: i.status for n, i in invoices_by_number(app).items()} == EXPECTED_STATUSES

@@ -9,10 +9,10 @@ import sqlalchemy as sa
 from rq import Queue
 
 from tests.conftest import OTHER_SECRET, SECRET, make_config
-from webhook_service import create_app
-from webhook_service.models import StripeEvent
-from webhook_service.services import get_services
-from webhook_service.signature import compute_signature
+from webhook_service.core.models import StripeEvent
+from webhook_service.core.signature import compute_signature
+from webhook_service.web.app import create_app
+from webhook_service.web.services import get_services
 
 
 def _events(services) -> list[StripeEvent]:

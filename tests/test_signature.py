@@ -5,8 +5,8 @@ import time
 import pytest
 import stripe
 
-from webhook_service.errors import InvalidSignature
-from webhook_service.signature import compute_signature, parse_header, sign, verify_signature
+from webhook_service.core.errors import InvalidSignature
+from webhook_service.core.signature import compute_signature, parse_header, sign, verify_signature
 
 BODY = b'{"id": "evt_1", "object": "event"}'
 SECRET = "whsec_unit_0123456789abcdef"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from datetime import UTC, datetime
 
@@ -11,78 +10,23 @@ import click
 import sqlalchemy as sa
 from flask import Flask
 
-from webhook_service import create_app, eventlog, processing
-from webhook_service import db as dbmod
-from webhook_service.config import Config, load_config, require_secrets
-from webhook_service.errors import ConfigError
-from webhook_service.models import StripeEvent
-from webhook_service.services import get_services
+from webhook_service import startup
+from webhook_service.core.models import StripeEvent
+from webhook_service.processing import db as dbmod
+from webhook_service.processing import eventlog, recovery
+from webhook_service.web.services import get_services
 
 #: How often the scheduler re-enqueues work a Redis restart may have lost.
 RECOVERY_INTERVAL_SECONDS = 60
 
 
-def _fail(message: str) -> None:
-    one_line = " ".join(message.split())  # driver errors span lines; operators get one
-    click.echo(f"webhook-service: error: {one_line}", err=True)
-    sys.exit(2)
-
-
-def load_config_or_exit(*, demo: bool = False) -> Config:
-    """Read the environment; a bad value stops the command with one clear line."""
-    try:
-        return load_config(os.environ, demo=demo)
-    except ConfigError as exc:
-        _fail(str(exc))
-        raise  # unreachable
-
-
-def check_database(app: Flask, *, auto_upgrade: bool) -> None:
-    """Fail fast when the database is unreachable or not migrated (dev mode migrates it itself)."""
-    services = get_services(app)
-    url = services.config.database_url
-    shown = sa.engine.make_url(url).render_as_string(hide_password=True)
-    try:
-        services.db.ping()
-    except sa.exc.SQLAlchemyError as exc:
-        raise ConfigError(
-            f"cannot connect to DATABASE_URL {shown}: {type(exc).__name__}: {exc.orig or exc}"
-        ) from None
-    if auto_upgrade:
-        dbmod.upgrade(url)
-        return
-    head = dbmod.alembic_head()
-    current = dbmod.current_revision(services.db.engine)
-    if current != head:
-        raise ConfigError(
-            f"database {shown} is at migration {current or 'none'}, expected {head}: "
-            "run `webhook-service db upgrade`"
-        )
-
-
-def build_app_or_exit(
-    *, require_webhook_secret: bool = False, auto_upgrade: bool = False, config: Config | None = None
-) -> Flask:
-    """Config, app and start-up checks, each failure one line on stderr and exit status 2."""
-    try:
-        config = config or load_config(os.environ)
-        if require_webhook_secret:
-            require_secrets(config)
-        app = create_app(config)
-        ctx = click.get_current_context(silent=True)
-        if ctx is not None:  # release connections when the command ends (matters when run in-process)
-            ctx.call_on_close(lambda: _close_clients(app))
-        check_database(app, auto_upgrade=auto_upgrade or config.database_url_is_default)
-        return app
-    except ConfigError as exc:
-        _fail(str(exc))
-        raise  # unreachable
-
-
-def _close_clients(app: Flask) -> None:
-    services = get_services(app)
-    services.db.engine.dispose()
-    services.queue.connection.close()
+def build_app_or_exit(**kwargs) -> Flask:
+    """startup.build_app_or_exit, with the app's connections released when the command ends."""
+    app = startup.build_app_or_exit(**kwargs)
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:  # matters when commands run in-process (tests, demo)
+        ctx.call_on_close(lambda: startup.close_clients(app))
+    return app
 
 
 @click.group()
@@ -114,15 +58,15 @@ def worker(burst: bool, no_fork: bool) -> None:
     """Run an RQ worker (with RQ's scheduler, so retries fire) on REDIS_URL."""
     from webhook_service.workers import build_worker
 
-    config = load_config_or_exit()
+    config = startup.load_config_or_exit()
     if config.embedded_queue:
-        _fail(
+        startup.fail(
             "REDIS_URL is not set: a separate worker needs Redis "
             "(in development, `serve` runs one in-process)"
         )
     app = build_app_or_exit(config=config)
     services = get_services(app)
-    processing.recover(services.db, services.queue)  # pick up what an earlier crash or restart left behind
+    recovery.recover(services.db, services.queue)  # pick up what an earlier crash or restart left behind
     build_worker(app, forking=not no_fork).work(burst=burst, with_scheduler=True)
 
 
@@ -134,9 +78,9 @@ def scheduler() -> None:
     from jobs import events as event_jobs
     from jobs import sweep as sweep_jobs
 
-    config = load_config_or_exit()
+    config = startup.load_config_or_exit()
     if config.embedded_queue:
-        _fail(
+        startup.fail(
             "REDIS_URL is not set: the scheduler needs Redis (in development, `serve` runs recovery itself)"
         )
     app = build_app_or_exit(config=config)
@@ -165,12 +109,12 @@ def db() -> None:
 @click.option("--revision", default="head", show_default=True)
 def db_upgrade(revision: str) -> None:
     """Apply migrations to DATABASE_URL."""
-    config = load_config_or_exit()
+    config = startup.load_config_or_exit()
     database = dbmod.create_database(config.database_url)
     try:
         database.ping()
     except sa.exc.SQLAlchemyError as exc:
-        _fail(f"cannot connect to DATABASE_URL: {type(exc).__name__}")
+        startup.fail(f"cannot connect to DATABASE_URL: {type(exc).__name__}")
     dbmod.upgrade(config.database_url, revision)
     click.echo(f"database upgraded to {dbmod.current_revision(database.engine)}")
 
@@ -229,7 +173,7 @@ def events_show(event_id: str) -> None:
     with get_services(app).db.sessions() as session:
         row = session.get(StripeEvent, event_id)
         if row is None:
-            _fail(f"event {event_id!r} is not in the event log")
+            startup.fail(f"event {event_id!r} is not in the event log")
         fields = {
             "id": row.id, "type": row.type, "status": row.status, "attempts": row.attempts,
             "api_version": row.api_version, "livemode": row.livemode, "account": row.account,
@@ -256,7 +200,7 @@ def replay(
     event_ids, failed: bool, event_type: str | None, since: str | None, dry_run: bool, force: bool
 ) -> None:
     """Re-run events: EVT_ID… or --failed. Exits 1 if any could not be replayed."""
-    from webhook_service import replay as replaying
+    from webhook_service.processing import replay as replaying
 
     if bool(event_ids) == failed:
         raise click.UsageError("name event ids, or use --failed (not both)")
@@ -307,13 +251,13 @@ def replay(
 def resync(since: str, event_type: str | None, dry_run: bool) -> None:
     """Backfill events the log is missing from Stripe's Events API."""
     import handlers
-    from webhook_service.resync import StripeAPIError, StripeEventsClient
-    from webhook_service.resync import resync as run_resync
+    from webhook_service.processing.resync import StripeAPIError, StripeEventsClient
+    from webhook_service.processing.resync import resync as run_resync
 
     since_at = _parse_since(since)
-    config = load_config_or_exit()
+    config = startup.load_config_or_exit()
     if not config.stripe_api_key:
-        _fail(
+        startup.fail(
             "STRIPE_API_KEY is not set: resync reads Stripe's Events API (a restricted key with events:read)"
         )
     types = [event_type] if event_type else sorted(handlers.HANDLED_TYPES)
@@ -325,9 +269,9 @@ def resync(since: str, event_type: str | None, dry_run: bool) -> None:
     try:
         report = run_resync(services.db, services.queue, client, since_at, types, config.accept_mode, dry_run)
     except StripeAPIError as exc:
-        _fail(str(exc))
+        startup.fail(str(exc))
     except (eventlog.EventLogUnavailable, sa.exc.SQLAlchemyError) as exc:
-        _fail(
+        startup.fail(
             f"the database stopped answering during resync ({exc}); events recorded so far are kept, "
             "and running the same resync again records only the rest"
         )
@@ -348,7 +292,7 @@ def resync(since: str, event_type: str | None, dry_run: bool) -> None:
 @cli.command("sweep-past-due")
 def sweep_past_due_command() -> None:
     """Move open invoices whose due date has passed to past due, now (the scheduler does it daily)."""
-    from webhook_service.sweep import sweep_past_due
+    from webhook_service.processing.sweep import sweep_past_due
 
     app = build_app_or_exit()
     moved = sweep_past_due(get_services(app).db)
@@ -367,7 +311,7 @@ def demo(fixtures_dir: str | None, seed: int, verbose: bool) -> None:
     """Send every fixture to a local receiver as Stripe would, then print the mirrored invoices."""
     from webhook_service.demo import run_demo
 
-    config = load_config_or_exit(demo=True)
+    config = startup.load_config_or_exit(demo=True)
     sys.exit(run_demo(config, fixtures_dir, seed, log_level="INFO" if verbose else "WARNING"))
 
 

@@ -15,12 +15,12 @@ import requests
 import sqlalchemy as sa
 from werkzeug.serving import make_server
 
-from webhook_service import eventlog, processing
-from webhook_service.config import Config
-from webhook_service.models import Customer, Invoice, Notification
-from webhook_service.services import get_services
-from webhook_service.signature import sign
-from webhook_service.sweep import sweep_past_due
+from webhook_service.core.config import Config
+from webhook_service.core.models import Customer, Invoice, Notification
+from webhook_service.core.signature import sign
+from webhook_service.processing import drain, eventlog
+from webhook_service.processing.sweep import sweep_past_due
+from webhook_service.web.services import get_services
 
 #: The repository's fixtures, next to the package in a source checkout.
 DEFAULT_FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "events"
@@ -137,7 +137,7 @@ def render_notification_table(session) -> str:
 
 def run_demo(config: Config, fixtures_dir: str | None, seed: int, log_level: str = "WARNING") -> int:
     """Start the embedded service, deliver the fixtures, wait, print. Returns the exit status."""
-    from webhook_service.cli import build_app_or_exit
+    from webhook_service.startup import build_app_or_exit
     from webhook_service.workers import EmbeddedWorker
 
     secret = config.webhook_secrets[0] if config.webhook_secrets else f"whsec_demo{secrets.token_hex(16)}"
@@ -183,7 +183,7 @@ def run_demo(config: Config, fixtures_dir: str | None, seed: int, log_level: str
             f"({counts['duplicate']} recognised as duplicates), {counts['error']} errors"
         )
         deadline = time.monotonic() + PROCESSING_TIMEOUT_SECONDS
-        while (pending := processing.pending_count(services.db)) and time.monotonic() < deadline:
+        while (pending := drain.pending_count(services.db)) and time.monotonic() < deadline:
             time.sleep(0.1)
         if pending:
             click.echo(f"{pending} events still unprocessed after {PROCESSING_TIMEOUT_SECONDS}s", err=True)

@@ -9,7 +9,7 @@ from flask import Flask
 from rq import SimpleWorker, Worker
 from rq.timeouts import TimerDeathPenalty
 
-from webhook_service.services import get_services
+from webhook_service.web.services import get_services
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class EmbeddedWorker:
         self._thread.join(timeout)
 
     def _run(self) -> None:
-        from webhook_service import processing
+        from webhook_service.processing import recovery
 
         services = get_services(self.app)
         worker = _ThreadWorker([services.queue.queue], connection=services.queue.connection)
@@ -84,7 +84,7 @@ class EmbeddedWorker:
         while not self._stop.is_set():
             try:
                 if since_recovery >= EMBEDDED_RECOVERY_SECONDS:
-                    processing.recover(services.db, services.queue)
+                    recovery.recover(services.db, services.queue)
                     since_recovery = 0.0
                 # with_scheduler in burst mode moves due retries to the queue, then works it empty.
                 worker.work(burst=True, with_scheduler=True, logging_level="WARNING")

@@ -14,8 +14,9 @@ from tests.conftest import StripeSender, clean_tables, make_config
 from tests.helpers import run_worker
 from tests.proxy import TcpProxy
 from tests.test_processing import EXPECTED_STATUSES
-from webhook_service import create_app, processing
-from webhook_service.services import get_services
+from webhook_service.processing import recovery
+from webhook_service.web.app import create_app
+from webhook_service.web.services import get_services
 
 
 @pytest.fixture
@@ -62,7 +63,7 @@ def test_database_outage_during_delivery_and_processing(proxied, fixture_events)
     proxy.restore()
     # Stripe's retries arrive, and recovery (the scheduler's job) re-enqueues the stalled drain.
     assert {sender.post(e).status_code for e in fixture_events[half:]} == {200}
-    processing.recover(services.db, services.queue, stale_after=timedelta(0))
+    recovery.recover(services.db, services.queue, stale_after=timedelta(0))
     run_worker(app)
     events, invoices = _statuses(direct)
     assert set(events) == {"processed", "ignored"} and events["ignored"] == 2

@@ -4,8 +4,8 @@ import random
 
 from tests.conftest import clean_tables
 from tests.helpers import mirror_state, run_worker
-from webhook_service.services import get_services
-from webhook_service.sweep import sweep_past_due
+from webhook_service.processing.sweep import sweep_past_due
+from webhook_service.web.services import get_services
 
 
 def _deliver_and_process(app, stripe, events, seed=None):

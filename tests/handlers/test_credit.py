@@ -17,10 +17,10 @@ from builder import (
 
 from tests.conftest import load_fixture_events
 from tests.handlers.test_invoices import apply, load_invoice
-from webhook_service import create_app
-from webhook_service.errors import PermanentEventError
-from webhook_service.models import CreditLedgerEntry, CreditNote
-from webhook_service.models import Customer as CustomerRow
+from webhook_service.core.errors import PermanentEventError
+from webhook_service.core.models import CreditLedgerEntry, CreditNote
+from webhook_service.core.models import Customer as CustomerRow
+from webhook_service.web.app import create_app
 
 T = 1_793_000_000
 DAY = 86400
@@ -194,7 +194,7 @@ def test_customer_events_outrank_invoice_hints_in_any_order(services):
 
 def test_entity_metadata_keys_are_configurable(database_url, redis_url):
     from tests.conftest import clean_tables, make_config
-    from webhook_service.services import get_services
+    from webhook_service.web.services import get_services
 
     app = create_app(make_config(database_url, redis_url, entity_type_metadata_key="kind",
                                  entity_id_metadata_key="crm_id"))  # fmt: skip

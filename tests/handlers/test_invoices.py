@@ -6,9 +6,10 @@ from builder import NEW_API, OLD_API, Customer, Ids, InvoiceLifecycle, Line
 
 import handlers
 from tests.conftest import load_fixture_events
-from webhook_service.errors import PermanentEventError
-from webhook_service.models import Customer as CustomerRow
-from webhook_service.models import Invoice
+from webhook_service.core.errors import PermanentEventError
+from webhook_service.core.models import Customer as CustomerRow
+from webhook_service.core.models import Invoice
+from webhook_service.processing import locks
 
 T = 1_790_000_000
 ALICE = Customer("cus_1AliceAlice00000000000", "Alice Ltd", "alice@example.com")
@@ -18,7 +19,7 @@ def apply(services, events):
     """Apply events one transaction each, as single-event jobs do."""
     for event in events:
         with services.db.sessions() as session, session.begin():
-            handlers.lock_related_rows(session, [event])
+            locks.lock_related_rows(session, [event])
             handlers.handle(event, session)
 
 

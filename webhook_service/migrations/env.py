@@ -3,7 +3,7 @@
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from webhook_service.models import Base
+from webhook_service.core.models import Base
 
 config = context.config
 target_metadata = Base.metadata

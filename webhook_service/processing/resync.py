@@ -16,12 +16,12 @@ from datetime import UTC, datetime, timedelta
 import requests
 import sqlalchemy as sa
 
-from webhook_service import eventlog
-from webhook_service.db import Database
-from webhook_service.envelope import parse_envelope
-from webhook_service.errors import ServiceError
-from webhook_service.models import EventStatus, StripeEvent
-from webhook_service.queue import EventQueue
+from webhook_service.core.errors import ServiceError
+from webhook_service.core.models import EventStatus, StripeEvent
+from webhook_service.processing import eventlog
+from webhook_service.processing.db import Database
+from webhook_service.processing.envelope import parse_envelope
+from webhook_service.processing.queue import EventQueue
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import hmac
 import time
 from collections.abc import Sequence
 
-from webhook_service.errors import InvalidSignature
+from webhook_service.core.errors import InvalidSignature
 
 #: Headers longer than this are not Stripe's: one t, a few v1 (secret rolling), one v0.
 MAX_HEADER_LENGTH = 4096

@@ -14,8 +14,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 
-from webhook_service.models import EventStatus, StripeEvent, utcnow
-from webhook_service.services import Services, get_services
+from webhook_service.core.models import EventStatus, StripeEvent, utcnow
+from webhook_service.web.services import Services, get_services
 
 bp = Blueprint("metrics", __name__)
 

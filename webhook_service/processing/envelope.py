@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 import orjson
 
 import handlers
-import handlers.values
+import webhook_service.core.values
 
 # `import handlers`, not `from handlers import …`: handlers imports webhook_service modules too.
-from webhook_service.errors import InvalidPayload
-from webhook_service.models import EventStatus
+from webhook_service.core.errors import InvalidPayload
+from webhook_service.core.models import EventStatus
 
 #: Stripe event ids are short; anything longer is not one and would not fit the log's key.
 MAX_EVENT_ID_LENGTH = 255
@@ -106,7 +106,7 @@ def parse_envelope(body: bytes, accept_mode: str = "any") -> Envelope:
     if not isinstance(obj, dict):
         raise InvalidPayload(f"Event {event_id!r} has no data.object.")
     object_id = obj.get("id") if isinstance(obj.get("id"), str) else None
-    owner_id = handlers.values.object_id(obj.get("customer")) or object_id
+    owner_id = webhook_service.core.values.object_id(obj.get("customer")) or object_id
     api_version = data.get("api_version") if isinstance(data.get("api_version"), str) else None
     reason = _ignored_reason(event_type, object_id, livemode, accept_mode)
     return _check_storable(

@@ -9,16 +9,15 @@ from pathlib import Path
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from webhook_service.errors import ConfigError
+from webhook_service.core.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
 #: How long a SQLite writer waits for the lock before failing (dev mode has several threads).
 SQLITE_BUSY_TIMEOUT_MS = 30_000
-MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 #: Reopen pooled PostgreSQL connections older than this (load balancers and servers drop idle ones).
 POOL_RECYCLE_SECONDS = 1800
 
@@ -38,15 +37,6 @@ class Database:
     def dispose_after_fork(self) -> None:
         """Drop pooled connections inherited from a parent process without closing the parent's."""
         self.engine.dispose(close=False)
-
-
-def dialect_insert(dialect_name: str, table):
-    """An INSERT that supports ON CONFLICT on both supported databases."""
-    if dialect_name == "postgresql":
-        return postgresql.insert(table)
-    if dialect_name == "sqlite":
-        return sqlite.insert(table)
-    raise NotImplementedError(f"unsupported database dialect {dialect_name!r}")
 
 
 def _configure_sqlite(engine: sa.Engine) -> None:

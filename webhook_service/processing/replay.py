@@ -18,9 +18,9 @@ import sqlalchemy as sa
 from rq.job import Job
 from rq.registry import FailedJobRegistry
 
-from webhook_service.db import Database
-from webhook_service.models import EventStatus, StripeEvent, utcnow
-from webhook_service.queue import EventQueue
+from webhook_service.core.models import EventStatus, StripeEvent, utcnow
+from webhook_service.processing.db import Database
+from webhook_service.processing.queue import EventQueue
 
 #: Statuses a plain replay acts on; `force` adds processed ones (to re-run after a handler fix).
 REPLAYABLE = (EventStatus.FAILED.value, EventStatus.RETRYING.value)
@@ -115,7 +115,7 @@ def execute_replay(db: Database, queue: EventQueue, plan: ReplayPlan) -> ReplayP
 
 def execute_replay_inline(db: Database, plan: ReplayPlan) -> ReplayPlan:
     """Dev mode (no Redis): there is no queue another process can reach, so process here and now."""
-    from webhook_service import processing
+    from webhook_service.processing import attempts
 
     for row in plan.replay:
         with db.sessions() as session, session.begin():
@@ -126,9 +126,9 @@ def execute_replay_inline(db: Database, plan: ReplayPlan) -> ReplayPlan:
             )
         started = time.perf_counter()
         try:
-            processing.process_one(db, row.id)
+            attempts.process_one(db, row.id)
             plan.enqueued.append(row.id)
         except Exception as exc:  # noqa: BLE001 - recorded in the log and reported
-            processing.record_attempt_failure(db, row.id, exc, None, started)
+            attempts.record_attempt_failure(db, row.id, exc, None, started)
             plan.errors.append((row.id, f"{type(exc).__name__}: {exc}"))
     return plan

@@ -9,13 +9,13 @@ import redis
 import sentry_sdk
 from flask import Blueprint, request
 
-from webhook_service import eventlog
-from webhook_service.envelope import parse_envelope
-from webhook_service.errors import ServiceUnavailable
-from webhook_service.services import get_services
-from webhook_service.signature import verify_signature
+from webhook_service.core.errors import ServiceUnavailable
+from webhook_service.core.signature import verify_signature
+from webhook_service.processing import eventlog
+from webhook_service.processing.envelope import parse_envelope
+from webhook_service.web.services import get_services
 
-logger = logging.getLogger("webhook_service.receiver")
+logger = logging.getLogger("webhook_service.web.receiver")
 
 bp = Blueprint("receiver", __name__)
 

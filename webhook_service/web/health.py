@@ -6,9 +6,9 @@ import sqlalchemy as sa
 from flask import Blueprint
 from rq.registry import FailedJobRegistry
 
-from webhook_service import eventlog
-from webhook_service.models import EventStatus, StripeEvent
-from webhook_service.services import get_services
+from webhook_service.core.models import EventStatus, StripeEvent
+from webhook_service.processing import eventlog
+from webhook_service.web.services import get_services
 
 bp = Blueprint("health", __name__)
 

@@ -9,8 +9,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import selectinload
 
 from handlers import past_due, status_history
-from webhook_service.db import Database
-from webhook_service.models import Invoice, InvoiceStatus, utcnow
+from webhook_service.core.models import Invoice, InvoiceStatus, utcnow
+from webhook_service.processing.db import Database
 
 logger = logging.getLogger(__name__)
 

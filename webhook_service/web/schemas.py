@@ -11,7 +11,7 @@ from datetime import UTC
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from webhook_service.models import Audience, EventStatus, InvoiceStatus
+from webhook_service.core.models import Audience, EventStatus, InvoiceStatus
 
 MAX_PER_PAGE = 200
 DEFAULT_PER_PAGE = 50

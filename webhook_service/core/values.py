@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from webhook_service.errors import PermanentEventError
+from webhook_service.core.errors import PermanentEventError
 
 
 def int_or_zero(value) -> int:

@@ -10,9 +10,9 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from webhook_service.db import dialect_insert
-from webhook_service.envelope import Envelope
-from webhook_service.models import EventStatus, StripeEvent, utcnow
+from webhook_service.core.models import EventStatus, StripeEvent, utcnow
+from webhook_service.core.sql import dialect_insert
+from webhook_service.processing.envelope import Envelope
 
 #: Statuses that mean "still owed processing".
 PENDING_STATUSES = (EventStatus.QUEUED.value, EventStatus.RETRYING.value)

@@ -20,7 +20,7 @@ from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 
-from webhook_service.errors import ConfigError
+from webhook_service.core.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 from flask import Flask, current_app
 
-from webhook_service.config import Config
-from webhook_service.db import Database
-from webhook_service.intake import Intake
-from webhook_service.queue import EventQueue
+from webhook_service.core.config import Config
+from webhook_service.processing.db import Database
+from webhook_service.processing.intake import Intake
+from webhook_service.processing.queue import EventQueue
 
 EXTENSION_KEY = "webhook_service"
 

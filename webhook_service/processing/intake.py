@@ -12,11 +12,11 @@ from collections.abc import Sequence
 import redis
 import sqlalchemy as sa
 
-from webhook_service import eventlog
-from webhook_service.envelope import Envelope
-from webhook_service.group_commit import GroupCommitter
-from webhook_service.models import EventStatus
-from webhook_service.queue import EventQueue
+from webhook_service.core.models import EventStatus
+from webhook_service.processing import eventlog
+from webhook_service.processing.envelope import Envelope
+from webhook_service.processing.group_commit import GroupCommitter
+from webhook_service.processing.queue import EventQueue
 
 #: Rows per INSERT; a group is at most as large as the process's concurrent requests anyway.
 MAX_GROUP = 32

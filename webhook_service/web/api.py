@@ -14,9 +14,9 @@ from flask_smorest import Api, Blueprint
 from sqlalchemy.orm import Session, selectinload
 from webargs.flaskparser import FlaskParser
 
-from webhook_service.errors import NotFound, Unauthorized
-from webhook_service.models import CreditNote, Customer, Invoice, Notification, StripeEvent
-from webhook_service.schemas import (
+from webhook_service.core.errors import NotFound, Unauthorized
+from webhook_service.core.models import CreditNote, Customer, Invoice, Notification, StripeEvent
+from webhook_service.web.schemas import (
     CustomerSchema,
     EventArgs,
     EventPageSchema,
@@ -26,7 +26,7 @@ from webhook_service.schemas import (
     NotificationArgs,
     NotificationPageSchema,
 )
-from webhook_service.services import get_services
+from webhook_service.web.services import get_services
 
 PREFIX = "/api/v1"
 

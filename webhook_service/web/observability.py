@@ -6,7 +6,7 @@ import sentry_sdk
 from sentry_sdk.integrations.flask import FlaskIntegration
 from sentry_sdk.integrations.rq import RqIntegration
 
-from webhook_service.config import Config
+from webhook_service.core.config import Config
 
 #: Headers that carry secrets or signed material; dropped from every Sentry event.
 SENSITIVE_HEADERS = frozenset({"stripe-signature", "authorization", "cookie", "x-api-key"})

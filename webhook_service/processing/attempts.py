@@ -1,0 +1,97 @@
+"""Single-event attempts: one event in its own transaction, its failure recorded, its retry scheduled."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+
+import orjson
+import redis
+import sqlalchemy as sa
+
+import handlers
+from webhook_service.core.errors import PermanentEventError
+from webhook_service.core.models import EventStatus, StripeEvent, utcnow
+from webhook_service.processing import eventlog, locks
+from webhook_service.processing.db import Database
+from webhook_service.processing.outcomes import log_outcome
+from webhook_service.processing.queue import EventQueue
+
+logger = logging.getLogger("webhook_service.events")
+
+
+class EventFailed(Exception):
+    """A single-event attempt failed; the event log already records why."""
+
+
+def process_one(db: Database, event_id: str) -> str:
+    """Process one event in its own transaction; a no-op when it is already done.
+
+    :return: "processed", or "skipped" when the event was already processed or ignored.
+    :raises PermanentEventError: the event can never be processed as it is.
+    :raises Exception: whatever the handler raised; nothing was changed.
+    """
+    started = time.perf_counter()
+    with db.sessions() as session, session.begin():
+        row = eventlog.lock_event(session, event_id)
+        if row is None:
+            raise PermanentEventError(f"event {event_id} is not in the event log")
+        if row.status in (EventStatus.PROCESSED.value, EventStatus.IGNORED.value):
+            return "skipped"
+        event = orjson.loads(row.payload)
+        locks.lock_related_rows(session, [event])
+        handlers.handle(event, session)
+        attempt, event_type = (row.attempts or 0) + 1, row.type
+        eventlog.mark_processed(session, [row])
+    log_outcome(event_id, event_type, "processed", (time.perf_counter() - started) * 1000, attempt)
+    return "processed"
+
+
+def record_attempt_failure(
+    db: Database, event_id: str, exc: BaseException, retry_in: int | None, started: float | None = None
+) -> None:
+    """Write the failure to the event log; `retry_in=None` means no retry will follow.
+
+    `started` is the attempt's `time.perf_counter()` start, for the log line's duration.
+    """
+    error = f"{type(exc).__name__}: {exc}"
+    next_at = utcnow() + timedelta(seconds=retry_in) if retry_in is not None else None
+    with db.sessions() as session, session.begin():
+        eventlog.record_failure(session, event_id, error, next_at)
+        row = session.get(StripeEvent, event_id)
+        event_type, attempts = (row.type, row.attempts) if row else ("?", 0)
+    outcome = "retrying" if retry_in is not None else "failed"
+    duration = (time.perf_counter() - started) * 1000 if started is not None else None
+    log_outcome(event_id, event_type, outcome, duration, attempts, error=error, retry_in=retry_in)
+
+
+def attempt_in_drain(db: Database, queue: EventQueue, event_id: str) -> bool:
+    """Try one event of a failed batch; on failure hand it to a per-event job with backoff."""
+    started = time.perf_counter()
+    try:
+        return process_one(db, event_id) in ("processed", "skipped")
+    except PermanentEventError as exc:
+        record_attempt_failure(db, event_id, exc, None, started)
+        # One more run that fails at once puts the event, with its reason, in RQ's failed registry.
+        schedule(queue, event_id, delay=0, retries=())
+    except Exception as exc:  # noqa: BLE001 - the reason is recorded and the event retried
+        intervals = queue.retry_intervals
+        delay = intervals[0] if intervals else None
+        record_attempt_failure(db, event_id, exc, delay, started)
+        schedule(queue, event_id, delay=delay or 0, retries=intervals[1:])
+    return False
+
+
+def schedule(queue: EventQueue, event_id: str, delay: int, retries) -> None:
+    try:
+        queue.enqueue_event(event_id, delay_seconds=delay, retries=retries)
+    except redis.RedisError:
+        # The event log says `retrying` with a due time; recovery enqueues it once Redis is back.
+        logger.warning("could not schedule a retry for %s; recovery will pick it up", event_id)
+
+
+def event_type_of(db: Database, event_id: str) -> str | None:
+    """The logged type of an event (for tagging errors), or None if it is not logged."""
+    with db.sessions() as session:
+        return session.scalar(sa.select(StripeEvent.type).where(StripeEvent.id == event_id))

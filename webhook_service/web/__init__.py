@@ -1,0 +1,1 @@
+"""Top layer, web side: the Flask app factory, the receiver, the read API, health and metrics."""

@@ -1,0 +1,54 @@
+"""The Flask app factory: the receiver, the read API, health and metrics on one database and queue."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from flask import Flask
+
+from handlers.settings import HandlerSettings
+from webhook_service.core.config import Config, load_config
+from webhook_service.core.logging_setup import configure_logging
+from webhook_service.processing.db import create_database
+from webhook_service.processing.intake import Intake
+from webhook_service.processing.queue import create_queue
+from webhook_service.web import api, error_handlers, health, metrics, receiver, services
+from webhook_service.web.observability import init_sentry
+
+#: Stripe events are a few KB; a 1 MiB cap keeps a hostile body from tying up a worker.
+MAX_BODY_BYTES = 1024 * 1024
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(config: Config | None = None) -> Flask:
+    """Build the Flask app with its database, queue and blueprints.
+
+    :param config: a validated Config; read from the environment when omitted.
+    :raises ConfigError: configuration is malformed.
+    """
+    config = config or load_config(os.environ)
+    configure_logging(config.log_level)
+    init_sentry(config)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    handler_settings = HandlerSettings(
+        entity_type_key=config.entity_type_metadata_key, entity_id_key=config.entity_id_metadata_key
+    )
+    database = create_database(config.database_url, {"handler_settings": handler_settings})
+    queue = create_queue(config.redis_url, config.queue_name, config.retry_intervals)
+    services.init_app(
+        app,
+        services.Services(config=config, db=database, queue=queue, intake=Intake(database.engine, queue)),
+    )
+    app.register_blueprint(receiver.bp)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
+    api.init_app(app)
+    error_handlers.register_error_handlers(app)  # after the API: flask-smorest installs handlers of its own
+    if config.embedded_queue:
+        logger.warning("dev mode: REDIS_URL is unset, using the in-process queue; not for production")
+    if config.database_url_is_default:
+        logger.warning("dev mode: DATABASE_URL is unset, using SQLite at %s", config.database_url)
+    return app
