@@ -38,13 +38,13 @@ FROM generate_series(1, GREATEST(:n / 20, 1)) AS g;
 
 INSERT INTO invoices (id, number, customer_id, status, stripe_status, currency, subtotal, tax, total,
                       amount_due, amount_paid, amount_remaining, credit_applied, attempt_count,
-                      created_at, issued_at, paid_at, livemode, lines_truncated, version_key, updated_at,
+                      created_at, issued_at, paid_at, livemode, lines_complete, version_key, updated_at,
                       pre_payment_credit_notes_amount, post_payment_credit_notes_amount, amount_overpaid,
                       credited_in_full)
 SELECT 'in_seed' || g, 'S-' || lpad(g::text, 8, '0'), 'cus_seed' || (1 + g % GREATEST(:n / 20, 1)),
        'paid', 'paid', 'usd', 4900, 0, 4900, 4900, 4900, 0, 0, 1,
        to_timestamp(1700000000 + g), to_timestamp(1700000000 + g), to_timestamp(1700003600 + g),
-       false, false, '04.' || g, now(), 0, 0, 0, false
+       false, true, '04.' || g, now(), 0, 0, 0, false
 FROM generate_series(1, :n) AS g;
 
 INSERT INTO invoice_status_history (invoice_id, from_status, to_status, rank, at, event_id,

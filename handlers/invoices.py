@@ -216,7 +216,7 @@ def _apply_snapshot(invoice: Invoice, obj: dict, customer_id: str | None) -> Non
     credited = invoice.pre_payment_credit_notes_amount + invoice.post_payment_credit_notes_amount
     invoice.credited_in_full = bool(invoice.total) and credited >= invoice.total
     lines = obj.get("lines") or {}
-    invoice.lines_truncated = bool(lines.get("has_more"))
+    invoice.lines_complete = lines.get("has_more") is not True
     _replace_lines(invoice, lines.get("data") or [])
 
 

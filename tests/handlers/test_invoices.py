@@ -184,7 +184,7 @@ def test_paginated_lines_are_flagged(services):
     event = life.created(T)
     event["data"]["object"]["lines"]["has_more"] = True
     apply(services, [event])
-    assert load_invoice(services, life.id).lines_truncated is True
+    assert load_invoice(services, life.id).lines_complete is False
 
 
 @pytest.mark.parametrize(

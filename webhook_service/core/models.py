@@ -177,8 +177,9 @@ class Invoice(Base):
     credited_in_full: Mapped[bool] = mapped_column(sa.Boolean, default=False)
     #: Paid beyond the amount due, credited to the customer balance (2025-03-31.basil and later).
     amount_overpaid: Mapped[int] = mapped_column(sa.BigInteger, default=0)
-    #: True when Stripe's payload listed only the first page of lines (`lines.has_more`).
-    lines_truncated: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    #: False when the mirrored lines are only the first page of the invoice's list: the payload said
+    #: `lines.has_more` and no API key was configured to fetch the rest (or Stripe no longer has it).
+    lines_complete: Mapped[bool] = mapped_column(sa.Boolean, default=True, server_default=sa.true())
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: Sortable key of the snapshot the row holds; "" for a row being created.
     version_key: Mapped[str] = mapped_column(sa.String(300), default="")
@@ -201,6 +202,13 @@ class Invoice(Base):
         sa.Index("ix_invoices_created", "created_at", "id"),
         sa.Index("ix_invoices_customer_created", "customer_id", "created_at"),
         sa.Index("ix_invoices_number_prefix", "number", postgresql_ops={"number": "varchar_pattern_ops"}),
+        # The incomplete-lines gauge counts these few rows at every scrape.
+        sa.Index(
+            "ix_invoices_lines_incomplete",
+            "id",
+            postgresql_where=sa.text("NOT lines_complete"),
+            sqlite_where=sa.text("NOT lines_complete"),
+        ),
     )
 
 

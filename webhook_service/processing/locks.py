@@ -86,7 +86,7 @@ def lock_related_rows(session: Session, events: Sequence[dict]) -> None:
     if invoice_ids:
         stubs = [
             {"id": i, "version_key": "", "status": "draft", "credit_applied": 0, "attempt_count": 0,
-             "livemode": False, "lines_truncated": False, "pre_payment_credit_notes_amount": 0,
+             "livemode": False, "lines_complete": True, "pre_payment_credit_notes_amount": 0,
              "post_payment_credit_notes_amount": 0, "amount_overpaid": 0, "credited_in_full": False,
              "updated_at": now}
             for i in sorted(invoice_ids)

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 
-from webhook_service.core.models import EventStatus, StripeEvent, utcnow
+from webhook_service.core.models import EventStatus, Invoice, StripeEvent, utcnow
 from webhook_service.web.services import Services, get_services
 
 bp = Blueprint("metrics", __name__)
@@ -90,6 +90,20 @@ class EventLogCollector:
         oldest.add_metric([], (utcnow() - first_pending).total_seconds() if first_pending else 0.0)
         yield from (received, by_status, processed, failed, latency, oldest)
         yield from queue_metrics(self.services)
+        yield from mirror_metrics(self.services)
+
+
+def mirror_metrics(services: Services):
+    """Mirror rows that are not yet Stripe's whole object (a partial-index count, cheap at any size)."""
+    incomplete = GaugeMetricFamily(
+        "stripe_webhook_invoices_lines_incomplete",
+        "Invoices whose mirrored lines are only a first page (no STRIPE_API_KEY to page the rest)",
+    )
+    with services.db.sessions() as session:
+        stmt = sa.select(sa.func.count()).select_from(Invoice).where(sa.not_(Invoice.lines_complete))
+        count = session.scalar(stmt)
+    incomplete.add_metric([], count or 0)
+    return (incomplete,)
 
 
 def queue_metrics(services: Services):

@@ -99,11 +99,13 @@ class InvoiceSchema(_DumpSchema):
     billing_reason = fields.String(allow_none=True)
     collection_method = fields.String(allow_none=True)
     livemode = fields.Boolean()
+    lines_complete = fields.Boolean(
+        metadata={"description": "False when `lines` is only the first page Stripe's payload carried"}
+    )
 
 
 class InvoiceDetailSchema(InvoiceSchema):
     lines = fields.List(fields.Nested(LineSchema))
-    lines_truncated = fields.Boolean()
     status_history = fields.List(fields.Nested(StatusChangeSchema))
     credit_notes = fields.List(fields.Nested(CreditNoteSchema))
     deleted_at = fields.DateTime(allow_none=True)
