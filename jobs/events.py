@@ -8,7 +8,7 @@ import sentry_sdk
 from rq import get_current_job
 
 from webhook_service.core.errors import PermanentEventError
-from webhook_service.processing import attempts, drain, recovery
+from webhook_service.processing import attempts, drain, pause, recovery
 from webhook_service.web.services import get_services
 
 
@@ -22,6 +22,10 @@ def process_event(event_id: str) -> str:
     """Process one event (retry or replay). Failures are recorded in the event log, then re-raised
     so RQ retries with backoff and, when retries are spent, keeps the job in its failed registry."""
     services = get_services()
+    with services.db.sessions() as session:
+        if pause.is_paused(session):
+            # Left as it is (retrying, due): `resume` re-enqueues retries that came due meanwhile.
+            return "paused"
     job = get_current_job()
     sentry_sdk.set_tag("stripe.event_id", event_id)
     sentry_sdk.set_tag("stripe.event_type", attempts.event_type_of(services.db, event_id))
@@ -42,4 +46,6 @@ def process_event(event_id: str) -> str:
 def recover_events() -> dict:
     """Re-enqueue work the queue lost (scheduled by the scheduler process)."""
     services = get_services()
+    if pause.get_state(services.db).paused:
+        return {"paused": True}  # nothing would run; `resume` does this work when it comes
     return recovery.recover(services.db, services.queue)

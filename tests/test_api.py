@@ -216,7 +216,7 @@ def test_api_fuzzed_from_its_openapi_document_never_errors(mirrored):
     """Schemathesis generates requests from the document for every operation; none may produce a 5xx."""
     schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", mirrored)
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 5
+    assert len(operations) >= 6  # the five portal endpoints and the audit trail
 
     for operation in operations:
 

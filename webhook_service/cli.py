@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 
 import click
 import sqlalchemy as sa
-from flask import Flask
 
-from webhook_service import startup
+from webhook_service import cli_operator, startup
+from webhook_service.cli_support import build_app_or_exit
 from webhook_service.core.models import StripeEvent
 from webhook_service.processing import db as dbmod
 from webhook_service.processing import eventlog, recovery
@@ -20,18 +20,19 @@ from webhook_service.web.services import get_services
 RECOVERY_INTERVAL_SECONDS = 60
 
 
-def build_app_or_exit(**kwargs) -> Flask:
-    """startup.build_app_or_exit, with the app's connections released when the command ends."""
-    app = startup.build_app_or_exit(**kwargs)
-    ctx = click.get_current_context(silent=True)
-    if ctx is not None:  # matters when commands run in-process (tests, demo)
-        ctx.call_on_close(lambda: startup.close_clients(app))
-    return app
-
-
 @click.group()
-def cli() -> None:
+@click.version_option(package_name="webhook-service", prog_name="webhook-service")
+@click.option(
+    "--actor",
+    envvar="WEBHOOK_SERVICE_ACTOR",
+    help="Who is acting, for the audit trail (default: cli:<OS user>); env WEBHOOK_SERVICE_ACTOR.",
+)
+def cli(actor: str | None) -> None:
     """Stripe webhook receiver, worker and operator tools."""
+
+
+for _command in cli_operator.COMMANDS:
+    cli.add_command(_command)
 
 
 @cli.command()

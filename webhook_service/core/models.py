@@ -91,6 +91,10 @@ class StripeEvent(Base):
     payload: Mapped[str] = mapped_column(sa.Text)
     #: Which share of the backlog a drain takes this event with (eventlog.lock_partition_of).
     lock_partition: Mapped[int | None] = mapped_column(sa.SmallInteger)
+    #: Where the last failure happened: frames and exception types only (no values, locals or SQL).
+    last_traceback: Mapped[str | None] = mapped_column(sa.Text)
+    #: Set when retention dropped the payload of an event a mirrored row names (its id stays).
+    payload_pruned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         sa.Index("ix_stripe_events_status_received", "status", "received_at"),
@@ -255,7 +259,11 @@ class InvoiceStatusChange(Base):
 
     invoice: Mapped[Invoice] = relationship(back_populates="status_history")
 
-    __table_args__ = (sa.UniqueConstraint("invoice_id", "to_status"),)
+    __table_args__ = (
+        sa.UniqueConstraint("invoice_id", "to_status"),
+        # Retention keeps the events the trail names; this finds them (docs/operations.md).
+        sa.Index("ix_invoice_status_history_event_id", "event_id"),
+    )
 
 
 class NotificationKind(enum.StrEnum):
@@ -383,3 +391,34 @@ class CreditLedgerEntry(Base):
     customer: Mapped[Customer] = relationship(back_populates="ledger")
 
     __table_args__ = (sa.UniqueConstraint("customer_id", "kind", "source_type", "source_id"),)
+
+
+class OperatorAction(Base):
+    """The audit trail of operator actions: who did what, when, with which parameters and outcome."""
+
+    __tablename__ = "operator_actions"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: `cli:<OS user>`, `--actor`'s value, `console:<operator key name>` or `scheduler`.
+    actor: Mapped[str] = mapped_column(sa.String(255))
+    #: replay, resync, pause, resume, prune, or a console action.
+    action: Mapped[str] = mapped_column(sa.String(64))
+    parameters: Mapped[dict] = mapped_column(sa.JSON, default=dict)
+    result: Mapped[dict | None] = mapped_column(sa.JSON)
+
+    __table_args__ = (
+        sa.Index("ix_operator_actions_at", "at"),
+        sa.Index("ix_operator_actions_action_at", "action", "at"),
+    )
+
+
+class ServiceFlag(Base):
+    """A switch operators set for the whole deployment; a row means on (e.g. `processing_paused`)."""
+
+    __tablename__ = "service_flags"
+
+    name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    set_by: Mapped[str] = mapped_column(sa.String(255))
+    set_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    reason: Mapped[str | None] = mapped_column(sa.Text)

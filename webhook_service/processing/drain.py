@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 import handlers
 from webhook_service.core.models import StripeEvent
-from webhook_service.processing import eventlog, locks
+from webhook_service.processing import eventlog, locks, pause
 from webhook_service.processing.attempts import attempt_in_drain
 from webhook_service.processing.db import Database
 from webhook_service.processing.outcomes import log_outcome
@@ -33,17 +33,27 @@ class DrainResult:
     processed: int = 0
     batches: int = 0
     failed: list[str] = field(default_factory=list)
+    #: The drain stopped because an operator paused processing (processing/pause.py).
+    paused: bool = False
 
     def as_dict(self) -> dict:
-        return {"processed": self.processed, "batches": self.batches, "failed": self.failed}
+        return {
+            "processed": self.processed,
+            "batches": self.batches,
+            "failed": self.failed,
+            "paused": self.paused,
+        }
 
 
 def drain(db: Database, queue: EventQueue, batch_size: int, max_batches: int | None = None) -> DrainResult:
-    """Process queued events in batches until none are left (or `max_batches` ran)."""
+    """Process queued events in batches until none are left, `max_batches` ran, or processing is paused."""
     queue.take_ticket()
     result = DrainResult()
     while max_batches is None or result.batches < max_batches:
         claimed = _drain_batch(db, queue, batch_size)
+        if claimed is _PAUSED:
+            result.paused = True
+            break
         if claimed is None:
             break
         result.batches += 1
@@ -57,13 +67,20 @@ def drain(db: Database, queue: EventQueue, batch_size: int, max_batches: int | N
     return result
 
 
-def _drain_batch(db: Database, queue: EventQueue, batch_size: int) -> tuple[list[str], list[str]] | None:
-    """One transaction over a batch. Returns (processed ids, ids to try one by one), or None when empty."""
+#: What `_drain_batch` returns when processing is paused.
+_PAUSED = "paused"
+
+
+def _drain_batch(db: Database, queue: EventQueue, batch_size: int):
+    """One transaction over a batch. Returns (processed ids, ids to try one by one), None when
+    nothing is queued, or _PAUSED (checked in the batch's transaction, before claiming)."""
     started = time.perf_counter()
     ids: list[str] = []
     with db.sessions() as session:
         try:
             with session.begin():
+                if not pause.batch_may_start(session):
+                    return _PAUSED
                 rows = eventlog.claim_queued(session, batch_size)
                 if not rows:
                     return None

@@ -16,7 +16,10 @@ from webargs.flaskparser import FlaskParser
 
 from webhook_service.core.errors import NotFound, Unauthorized
 from webhook_service.core.models import CreditNote, Customer, Invoice, Notification, StripeEvent
+from webhook_service.processing import audit
 from webhook_service.web.schemas import (
+    AuditArgs,
+    AuditPageSchema,
     CustomerSchema,
     EventArgs,
     EventPageSchema,
@@ -181,3 +184,20 @@ def list_events(args):
         stmt = stmt.where(StripeEvent.received_at >= args["since"])
     with get_services().db.sessions() as session:
         return _page(session, stmt, args, (StripeEvent.received_at.desc(), StripeEvent.id.desc()))
+
+
+@bp.get("/audit")
+@bp.arguments(AuditArgs, location="query", as_kwargs=False)
+@bp.response(200, AuditPageSchema)
+def list_audit(args):
+    """Operator actions (replay, resync, pause, resume, prune, console actions), newest first."""
+    rows, total = audit.list_actions(
+        get_services().db,
+        limit=args["per_page"],
+        offset=(args["page"] - 1) * args["per_page"],
+        action=args.get("action"),
+        actor=args.get("actor"),
+        since=args.get("since"),
+        until=args.get("until"),
+    )
+    return {"items": rows, "total": total, "page": args["page"], "per_page": args["per_page"]}

@@ -7,7 +7,7 @@ from flask import Blueprint
 from rq.registry import FailedJobRegistry
 
 from webhook_service.core.models import EventStatus, StripeEvent
-from webhook_service.processing import eventlog
+from webhook_service.processing import eventlog, pause
 from webhook_service.web.services import get_services
 
 bp = Blueprint("health", __name__)
@@ -49,6 +49,8 @@ def readyz():
             "pending": sum(counts.get(s, 0) for s in eventlog.PENDING_STATUSES),
             "failed": counts.get(EventStatus.FAILED.value, 0),
         }
+        # Paused is still ready: the receiver keeps recording; drains wait for `resume`.
+        body["processing"] = pause.get_state(services.db).as_dict()
     if not ready:
         body["message"] = f"Not ready: {', '.join(down)} unreachable."
     return body, 200 if ready else 503

@@ -224,3 +224,29 @@ class EventArgs(PageArgs):
     since = fields.AwareDateTime(
         default_timezone=UTC, metadata={"description": "Received on or after (ISO 8601)"}
     )
+
+
+# ---- the audit trail of operator actions ----------------------------------------------------
+
+
+class OperatorActionSchema(_DumpSchema):
+    id = fields.Integer()
+    at = fields.DateTime()
+    actor = fields.String(
+        metadata={"description": "cli:<OS user>, --actor's value, console:<key name>, scheduler"}
+    )
+    action = fields.String(
+        metadata={"description": "replay, resync, pause, resume, prune, or a console action"}
+    )
+    parameters = fields.Dict(metadata={"description": "What the action was asked to do"})
+    result = fields.Dict(allow_none=True, metadata={"description": "What it did (counts); null if none"})
+
+
+AuditPageSchema = page_schema(OperatorActionSchema, "AuditPage")
+
+
+class AuditArgs(PageArgs):
+    action = fields.String(validate=[validate.Length(min=1, max=64), PRINTABLE])
+    actor = fields.String(validate=_ID)
+    since = fields.AwareDateTime(default_timezone=UTC, metadata={"description": "At or after (ISO 8601)"})
+    until = fields.AwareDateTime(default_timezone=UTC, metadata={"description": "Before (ISO 8601)"})

@@ -1,0 +1,89 @@
+"""Operator commands: pause, resume and the audit trail (registered on the `webhook-service` group)."""
+
+from __future__ import annotations
+
+import click
+
+from webhook_service.cli_support import (
+    WHEN,
+    WHEN_HELP,
+    build_app_or_exit,
+    check_range,
+    current_actor,
+    print_table,
+)
+from webhook_service.processing import audit, pause
+from webhook_service.web.services import get_services
+
+
+@click.command("pause")
+@click.option("--reason", help="Why, for the audit trail and /readyz (e.g. 'database maintenance').")
+def pause_command(reason: str | None) -> None:
+    """Stop processing at the next batch boundary; the receiver keeps recording events."""
+    services = get_services(build_app_or_exit())
+    state = pause.pause(services.db, actor=current_actor(), reason=reason)
+    click.echo(
+        f"Processing paused since {state.since.isoformat(timespec='seconds')} by {state.by}; "
+        "no batch is in flight. Deliveries are still recorded; `webhook-service resume` drains them."
+    )
+
+
+@click.command("resume")
+def resume_command() -> None:
+    """Let drains run again; a drain starts on the backlog at once."""
+    services = get_services(build_app_or_exit())
+    was = pause.get_state(services.db)
+    pause.resume(services.db, services.queue, actor=current_actor())
+    if not was.paused:
+        click.echo("Processing was not paused; a drain was started anyway.")
+    else:
+        click.echo(
+            f"Processing resumed (paused since {was.since.isoformat(timespec='seconds')} by {was.by})."
+        )
+    if services.config.embedded_queue:
+        click.echo("REDIS_URL is unset: a running `serve` picks the backlog up within 30 s.")
+
+
+@click.command("audit")
+@click.option("--action", help="Only this action (replay, resync, pause, resume, prune, …).")
+@click.option("--actor", "by", help="Only actions by this actor (e.g. cli:alice, console:ops, scheduler).")
+@click.option("--since", type=WHEN, help=f"Actions at or after this time: {WHEN_HELP}.")
+@click.option("--until", type=WHEN, help=f"Actions before this time: {WHEN_HELP}.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1), help="Most rows to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
+def audit_command(action, by, since, until, limit: int, as_json: bool) -> None:
+    """Operator actions, newest first: who did what, when, with which parameters."""
+    check_range(since, until)
+    services = get_services(build_app_or_exit())
+    rows, total = audit.list_actions(
+        services.db, limit=limit, action=action, actor=by, since=since, until=until
+    )
+    table = [
+        {"id": r.id, "at": r.at, "actor": r.actor, "action": r.action, "parameters": r.parameters,
+         "result": r.result}
+        for r in rows
+    ]  # fmt: skip
+    if as_json:
+        print_table(table, (), as_json=True)
+        return
+    if not rows:
+        click.echo("No operator actions match.")
+        return
+    for row in table:
+        row["parameters"] = _compact(row["parameters"])
+        row["result"] = _compact(row["result"])
+    print_table(table, ("at", "actor", "action", "parameters", "result"), as_json=False)
+    click.echo(_shown(len(rows), total))
+
+
+def _compact(value) -> str:
+    if not value:
+        return "-"
+    return " ".join(f"{k}={v}" for k, v in value.items())
+
+
+def _shown(shown: int, total: int) -> str:
+    return f"{total} in all." if shown == total else f"Showing {shown} of {total}; use --limit to see more."
+
+
+COMMANDS = (pause_command, resume_command, audit_command)
