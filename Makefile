@@ -2,8 +2,12 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+#: Every dependency pinned, test and dev tools included; installs use it as constraints, so what
+#: runs here and in CI is what was tested. Refresh with `make lock` (see README.md).
+LOCK := requirements.lock
+PIP_INSTALL := $(BIN)/python -m pip install --quiet --constraint $(LOCK)
 
-.PHONY: demo test install install-test lint fixtures
+.PHONY: demo test test-fast typecheck install install-test install-dev lint lock lock-upgrade fixtures
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -11,21 +15,43 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 install: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+	$(PIP_INSTALL) -e '.[embedded]'
 
 install-test: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(PIP_INSTALL) -e '.[test]'
+
+install-dev: $(BIN)/python
+	$(PIP_INSTALL) -e '.[test,dev]'
 
 ## Install, then run the service on embedded defaults (SQLite, in-process queue) against the fixtures.
 demo: install
 	$(BIN)/webhook-service demo
 
-## Install with test extras, then run the whole suite (needs PostgreSQL and Redis on 127.0.0.1).
+## Install with test extras, type-check, then run the whole suite (needs PostgreSQL and Redis on 127.0.0.1).
 test: install-test
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
+
+## The edit loop: the suite minus drills (`slow`) and with short property runs; under a minute.
+test-fast: install-test
+	HYPOTHESIS_PROFILE=fast $(BIN)/python -m pytest -m 'not slow' -q
+
+typecheck: install-test
+	$(BIN)/mypy
 
 lint: install-test
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+LOCK_COMPILE = $(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links \
+	--extra embedded --extra test --extra dev --output-file $(LOCK)
+
+## After editing dependencies in pyproject.toml: pin what changed, keep every other pin.
+lock: install-dev
+	$(LOCK_COMPILE) pyproject.toml
+
+## Move every pin to the newest version pyproject.toml allows (then run `make test`).
+lock-upgrade: install-dev
+	$(LOCK_COMPILE) --upgrade pyproject.toml
 
 fixtures: install
 	$(BIN)/python fixtures/make_fixtures.py

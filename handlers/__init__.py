@@ -30,7 +30,7 @@ _RELATED_IDS = {
 
 def related_ids(event: dict) -> dict[str, set[str]]:
     """Table name to the ids of the rows the event's handler may write."""
-    related = _RELATED_IDS.get(event.get("type"))
+    related = _RELATED_IDS.get(event.get("type") or "")
     return {} if related is None else related(event)
 
 
@@ -41,6 +41,6 @@ def related_keys(event: dict) -> set[str]:
 
 def handle(event: dict, session: Session) -> None:
     """Apply one event. Unknown types are a no-op (the receiver already recorded them as ignored)."""
-    handler = EVENT_HANDLERS.get(event.get("type"))
+    handler = EVENT_HANDLERS.get(event.get("type") or "")
     if handler is not None:
         handler(event, session)

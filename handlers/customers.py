@@ -70,7 +70,8 @@ def handle_customer_event(event: dict, session: Session) -> None:
     if isinstance(balance, bool) or not isinstance(balance, int):
         raise PermanentEventError(f"customer {customer_id}: balance is {balance!r}, expected an integer")
     customer = ensure_customer(session, customer_id)
-    created = event.get("created") if isinstance(event.get("created"), int) else 0
+    raw_created = event.get("created")
+    created = raw_created if isinstance(raw_created, int) else 0
     changed = 1 if (event.get("data") or {}).get("previous_attributes") else 0
     key = f"1.{created:011d}.{changed}.{event['id']}"
     if key > (customer.version_key or ""):

@@ -214,7 +214,7 @@ def _apply_snapshot(invoice: Invoice, obj: dict, customer_id: str | None) -> Non
     invoice.post_payment_credit_notes_amount = _opt_int(obj, "post_payment_credit_notes_amount") or 0
     invoice.amount_overpaid = _opt_int(obj, "amount_overpaid") or 0
     credited = invoice.pre_payment_credit_notes_amount + invoice.post_payment_credit_notes_amount
-    invoice.credited_in_full = bool(invoice.total) and credited >= invoice.total
+    invoice.credited_in_full = invoice.total is not None and invoice.total != 0 and credited >= invoice.total
     lines = obj.get("lines") or {}
     invoice.lines_complete = lines.get("has_more") is not True
     _replace_lines(invoice, lines.get("data") or [])
@@ -312,8 +312,9 @@ def categorize_line(line: dict) -> str:
         return override
     if _is_proration(line) or int_or_zero(line.get("amount")) < 0:
         return "adjustment"
-    price = line.get("price") if isinstance(line.get("price"), dict) else {}
-    plan = line.get("plan") if isinstance(line.get("plan"), dict) else {}
+    price, plan = line.get("price"), line.get("plan")
+    price = price if isinstance(price, dict) else {}
+    plan = plan if isinstance(plan, dict) else {}
     if (price.get("recurring") or {}).get("usage_type") == "metered" or plan.get("usage_type") == "metered":
         return "usage"
     return "fixed_fee"

@@ -91,7 +91,7 @@ def days_past_due(due_date: datetime | None, at: datetime) -> int | None:
     return max(0, (at - due_date).days)
 
 
-def load_preferences(session: Session, customer_ids: Iterable[str]) -> None:
+def load_preferences(session: Session, customer_ids: Iterable[str | None]) -> None:
     """Load the preferences of these customers into the session in one query (batches, the sweep)."""
     ids = sorted({i for i in customer_ids if i})
     if ids:

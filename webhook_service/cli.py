@@ -256,6 +256,7 @@ def resync(since: str, event_type: str | None, dry_run: bool) -> None:
     from webhook_service.processing.resync import resync as run_resync
 
     since_at = _parse_since(since)
+    assert since_at is not None  # --since is required
     config = startup.load_config_or_exit()
     if not config.stripe_api_key:
         startup.fail(

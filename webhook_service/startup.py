@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import NoReturn
 
 import sqlalchemy as sa
 from flask import Flask
@@ -19,7 +20,7 @@ from webhook_service.web.app import create_app
 from webhook_service.web.services import get_services
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     """Stop the process with one line on stderr and exit status 2."""
     one_line = " ".join(message.split())  # driver errors span lines; operators get one
     print(f"webhook-service: error: {one_line}", file=sys.stderr, flush=True)
@@ -43,9 +44,8 @@ def check_database(app: Flask, *, auto_upgrade: bool) -> None:
     try:
         services.db.ping()
     except sa.exc.SQLAlchemyError as exc:
-        raise ConfigError(
-            f"cannot connect to DATABASE_URL {shown}: {type(exc).__name__}: {exc.orig or exc}"
-        ) from None
+        reason = getattr(exc, "orig", None) or exc  # the driver's message, not SQLAlchemy's wrapper
+        raise ConfigError(f"cannot connect to DATABASE_URL {shown}: {type(exc).__name__}: {reason}") from None
     if auto_upgrade:
         dbmod.upgrade(url)
         return

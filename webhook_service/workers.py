@@ -8,6 +8,7 @@ import threading
 from flask import Flask
 from rq import SimpleWorker, Worker
 from rq.timeouts import TimerDeathPenalty
+from rq.worker import BaseWorker
 
 from webhook_service.web.services import get_services
 
@@ -50,7 +51,7 @@ class _ThreadWorker(AppSimpleWorker):
         """Signals belong to the main thread (the dev server); this worker stops through its event."""
 
 
-def build_worker(app: Flask, *, forking: bool = True, name: str | None = None) -> Worker:
+def build_worker(app: Flask, *, forking: bool = True, name: str | None = None) -> BaseWorker:
     """A worker on the app's queue, bound to the app."""
     services = get_services(app)
     cls = AppWorker if forking else AppSimpleWorker

@@ -58,4 +58,4 @@ def required_status(obj: dict, allowed, what: str) -> str:
     status = obj.get("status")
     if status not in allowed:
         raise PermanentEventError(f"{what} {obj.get('id')}: unknown status {status!r}")
-    return status
+    return str(status)

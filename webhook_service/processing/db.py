@@ -110,4 +110,6 @@ def alembic_head() -> str:
     """The newest migration revision shipped with this package."""
     from alembic.script import ScriptDirectory
 
-    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    assert head is not None, "the package ships its migrations"
+    return head

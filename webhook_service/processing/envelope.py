@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 
@@ -83,7 +84,7 @@ def parse_envelope(body: bytes, accept_mode: str = "any") -> Envelope:
     if not isinstance(event_type, str) or not event_type:
         raise InvalidPayload(f"Event {event_id!r} has no type.")
     livemode = data.get("livemode") is True
-    common = {
+    common: dict[str, Any] = {
         "id": event_id,
         "type": event_type,
         "livemode": livemode,
@@ -91,7 +92,8 @@ def parse_envelope(body: bytes, accept_mode: str = "any") -> Envelope:
         "created": _timestamp(data.get("created")),
     }
     if kind == THIN_EVENT_OBJECT:
-        related = data.get("related_object") if isinstance(data.get("related_object"), dict) else {}
+        related = data.get("related_object")
+        related = related if isinstance(related, dict) else {}
         return _check_storable(
             Envelope(
                 **common,

@@ -40,7 +40,7 @@ _RECORD_COLUMNS = {
 #: which cost more than everything else in the request. Built through SQLAlchemy, a single-row
 #: INSERT cost four times the CPU of this one (docs/benchmarks.md).
 _PG_RECORD_SQL = (
-    f"INSERT INTO {StripeEvent.__table__.name} ({', '.join(_RECORD_COLUMNS)}) "
+    f"INSERT INTO {StripeEvent.__tablename__} ({', '.join(_RECORD_COLUMNS)}) "
     f"SELECT * FROM unnest({', '.join(f'%b::{kind}[]' for kind in _RECORD_COLUMNS.values())}) "
     "ON CONFLICT (id) DO NOTHING RETURNING id"
 )
@@ -112,7 +112,7 @@ def lock_partition_of(owner_id: str | None) -> int | None:
 
 def _insert_generic(engine: sa.Engine, rows: list[dict]) -> set[str]:
     insert = dialect_insert(engine.dialect.name, StripeEvent)
-    new_ids = set()
+    new_ids: set[str] = set()
     try:
         with engine.begin() as conn:  # SQLite: BEGIN IMMEDIATE (db.py) serialises writers
             for row in rows:
@@ -134,7 +134,8 @@ def _insert_postgres(engine: sa.Engine, rows: list[dict]) -> set[str]:
             pooled = engine.raw_connection()
         except (psycopg.Error, sa.exc.DBAPIError) as exc:  # the server is down or refuses us
             raise EventLogUnavailable(type(exc).__name__) from exc
-        conn: psycopg.Connection = pooled.driver_connection
+        conn = pooled.driver_connection
+        assert isinstance(conn, psycopg.Connection)
         try:
             # One statement is atomic and durable on its own: autocommit saves the BEGIN and COMMIT
             # round trips; the INSERT returns only once it is committed.
@@ -245,7 +246,7 @@ def record_failure(
             next_attempt_at=next_attempt_at,
         )
     )
-    return result.rowcount == 1
+    return result.rowcount == 1  # type: ignore[attr-defined]  # an UPDATE's CursorResult
 
 
 def stale_queued_exist(session: Session, older_than: timedelta) -> bool:

@@ -37,7 +37,7 @@ def leave_contended(session: Session, parsed: Parsed) -> Parsed:
     wanted = sorted(set().union(*keys))
     if not wanted:
         return parsed
-    got = dict(
+    got: dict[str, bool] = dict(
         session.execute(
             sa.text(
                 "SELECT k, pg_try_advisory_xact_lock(:ns, hashtext(k)) "

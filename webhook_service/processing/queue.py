@@ -127,12 +127,23 @@ class EventQueue:
         return True
 
 
+def _embedded_connection() -> redis.Redis:
+    """An in-process fakeredis: imported only here, so production processes never load it."""
+    try:
+        import fakeredis
+    except ImportError:
+        raise ConfigError(
+            "REDIS_URL is not set and the embedded dev queue is not installed: set REDIS_URL, "
+            "or install it with `pip install 'webhook-service[embedded]'` (development only)"
+        ) from None
+    return fakeredis.FakeRedis(server=fakeredis.FakeServer())
+
+
 def create_queue(redis_url: str | None, queue_name: str, retry_intervals: Sequence[int]) -> EventQueue:
     """Connect to Redis, or build the embedded in-process queue when no URL is given."""
+    connection: redis.Redis
     if redis_url is None:
-        import fakeredis
-
-        connection = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+        connection = _embedded_connection()
         embedded = True
     else:
         try:

@@ -47,7 +47,7 @@ def sweep_past_due(db: Database, now: datetime | None = None, batch_size: int = 
                 past_due.observe(
                     session,
                     invoice,
-                    at=invoice.due_date,
+                    at=invoice.due_date,  # type: ignore[arg-type]  # the query selects due dates
                     event_id=None,
                     amount_remaining=invoice.amount_remaining,
                     currency=invoice.currency,

@@ -34,22 +34,24 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
         code = (exc.name or "error").lower().replace(" ", "_")
+        allowed = sorted(getattr(exc, "valid_methods", None) or [])
+        data = getattr(exc, "data", None)  # webargs puts its validation messages here
         if exc.code == 413:
             message = "Request body is larger than the 1 MiB limit for a Stripe event."
         elif exc.code == 405:
-            message = f"Method not allowed here; allowed: {', '.join(sorted(exc.valid_methods or []))}."
-        elif getattr(exc, "data", None) and isinstance(exc.data.get("messages"), dict):
+            message = f"Method not allowed here; allowed: {', '.join(allowed)}."
+        elif isinstance(data, dict) and isinstance(data.get("messages"), dict):
             # webargs validation: name each bad parameter and why
             problems = []
-            for location in exc.data["messages"].values():
+            for location in data["messages"].values():
                 for field, reasons in location.items():
                     problems.append(f"{field}: {' '.join(map(str, reasons))}")
             message = "Invalid parameters: " + "; ".join(problems)
         else:
             message = exc.description or exc.name
         response = error_body(exc.code or 500, code, message)
-        if exc.code == 405 and getattr(exc, "valid_methods", None):
-            response.headers["Allow"] = ", ".join(sorted(exc.valid_methods))
+        if exc.code == 405 and allowed:
+            response.headers["Allow"] = ", ".join(allowed)
         return response
 
     @app.errorhandler(sa.exc.DBAPIError)

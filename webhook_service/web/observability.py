@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import sentry_sdk
 from sentry_sdk.integrations.flask import FlaskIntegration
 from sentry_sdk.integrations.rq import RqIntegration
@@ -12,7 +14,7 @@ from webhook_service.core.config import Config
 SENSITIVE_HEADERS = frozenset({"stripe-signature", "authorization", "cookie", "x-api-key"})
 
 
-def scrub_event(event: dict, _hint: dict | None = None) -> dict:
+def scrub_event(event: Any, _hint: Any = None) -> Any:
     """Remove request bodies, sensitive headers, cookies and query strings from a Sentry event."""
     request = event.get("request")
     if isinstance(request, dict):
