@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import click
 
 from webhook_service.cli_support import (
@@ -16,6 +18,10 @@ from webhook_service.processing import audit, pause
 from webhook_service.web.services import get_services
 
 
+def _when(at: datetime | None) -> str:
+    return at.isoformat(timespec="seconds") if at else "an unknown time"
+
+
 @click.command("pause")
 @click.option("--reason", help="Why, for the audit trail and /readyz (e.g. 'database maintenance').")
 def pause_command(reason: str | None) -> None:
@@ -23,7 +29,7 @@ def pause_command(reason: str | None) -> None:
     services = get_services(build_app_or_exit())
     state = pause.pause(services.db, actor=current_actor(), reason=reason)
     click.echo(
-        f"Processing paused since {state.since.isoformat(timespec='seconds')} by {state.by}; "
+        f"Processing paused since {_when(state.since)} by {state.by}; "
         "no batch is in flight. Deliveries are still recorded; `webhook-service resume` drains them."
     )
 
@@ -37,9 +43,7 @@ def resume_command() -> None:
     if not was.paused:
         click.echo("Processing was not paused; a drain was started anyway.")
     else:
-        click.echo(
-            f"Processing resumed (paused since {was.since.isoformat(timespec='seconds')} by {was.by})."
-        )
+        click.echo(f"Processing resumed (paused since {_when(was.since)} by {was.by}).")
     if services.config.embedded_queue:
         click.echo("REDIS_URL is unset: a running `serve` picks the backlog up within 30 s.")
 
