@@ -71,9 +71,31 @@ def sqlite_database_url(tmp_path_factory):
     return url
 
 
-@pytest.fixture(scope="session", params=["postgresql", "sqlite"])
+@pytest.fixture(scope="session")
+def pgbouncer(postgresql_database_url, tmp_path_factory):
+    """The run's own PgBouncer (transaction pooling) in front of the test PostgreSQL."""
+    from tests.pgbouncer import PgBouncer
+
+    url = sa.engine.make_url(postgresql_database_url)
+    server = PgBouncer(
+        tmp_path_factory.mktemp("pgbouncer"), free_port(), url.host or "127.0.0.1", url.port or 5432,
+        [url.username or "root"],
+    )  # fmt: skip
+    _require("pgbouncer (the machine's binary; .ci/run installs it)", server.start)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_database_url(postgresql_database_url, pgbouncer):
+    """The test PostgreSQL database, reached through PgBouncer."""
+    url = sa.engine.make_url(postgresql_database_url).set(host="127.0.0.1", port=pgbouncer.port)
+    return url.render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session", params=["postgresql", "pgbouncer", "sqlite"])
 def database_url(request):
-    """Each database-backed test runs on PostgreSQL and on SQLite."""
+    """Each database-backed test runs on PostgreSQL, on PostgreSQL behind PgBouncer and on SQLite."""
     return request.getfixturevalue(f"{request.param}_database_url")
 
 
