@@ -95,7 +95,8 @@ def pgbouncer_database_url(postgresql_database_url, pgbouncer):
 
 @pytest.fixture(scope="session", params=["postgresql", "pgbouncer", "sqlite"])
 def database_url(request):
-    """Each database-backed test runs on PostgreSQL, on PostgreSQL behind PgBouncer and on SQLite."""
+    """Each database-backed test runs on PostgreSQL and on SQLite; modules marked `pgbouncer`
+    (receiver, drains, drills, end-to-end) also through PgBouncer in transaction pooling mode."""
     return request.getfixturevalue(f"{request.param}_database_url")
 
 
@@ -247,3 +248,18 @@ def private_redis(tmp_path):
     server.start()
     yield server
     server.stop()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run the `pgbouncer` backend only for tests marked `pgbouncer` (it would triple the suite)."""
+    kept, dropped = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        backend = callspec.params.get("database_url") if callspec else None
+        if backend == "pgbouncer" and item.get_closest_marker("pgbouncer") is None:
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept

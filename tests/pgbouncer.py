@@ -77,9 +77,8 @@ class PgBouncer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"pgbouncer exited: {(self.dir / 'pgbouncer.log').read_text()[-2000:]}")
             try:
-                psycopg.connect(
-                    host="127.0.0.1", port=self.port, dbname="pgbouncer", user=self.users[0], connect_timeout=1
-                ).close()
+                admin = {"dbname": "pgbouncer", "user": self.users[0], "connect_timeout": 1}
+                psycopg.connect(host="127.0.0.1", port=self.port, **admin).close()
                 return
             except psycopg.Error:
                 time.sleep(0.05)

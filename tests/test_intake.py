@@ -3,6 +3,7 @@
 import json
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import redis
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
@@ -13,6 +14,8 @@ from webhook_service.core.models import StripeEvent
 from webhook_service.processing import eventlog
 from webhook_service.processing.envelope import parse_envelope
 from webhook_service.processing.intake import Intake
+
+pytestmark = pytest.mark.pgbouncer
 
 
 def _delivery(event: dict, event_id: str) -> tuple:
@@ -74,3 +77,15 @@ def test_a_batch_reports_new_exactly_for_first_sightings(services, fixture_event
             seen.add(n)
         assert outcome == expected
     assert _logged_ids(services) == sorted(f"evt_prop_{n}" for n in seen)
+
+
+def test_nothing_is_prepared_server_side(services, fixture_events):
+    """A transaction-pooling PgBouncer (1.18) cannot keep named prepared statements: none are made."""
+    if services.db.engine.dialect.name != "postgresql":
+        pytest.skip("prepared statements are a PostgreSQL matter")
+    template = next(e for e in fixture_events if e["type"].startswith("invoice."))
+    for n in range(12):  # psycopg's default would prepare anything run 5 times
+        eventlog.record_events(services.db.engine, [_delivery(template, f"evt_prep_{n}")])
+        _logged_ids(services)
+    with services.db.engine.connect() as conn:  # pool_size 5: one of the connections used above
+        assert conn.scalar(sa.text("SELECT count(*) FROM pg_prepared_statements")) == 0

@@ -19,6 +19,8 @@ from webhook_service.processing import eventlog
 from webhook_service.processing.resync import MAX_ATTEMPTS, StripeAPIError, StripeEventsClient, resync
 from webhook_service.web.observability import init_sentry
 
+pytestmark = pytest.mark.pgbouncer
+
 API = "https://api.stripe.test"
 
 

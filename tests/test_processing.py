@@ -22,6 +22,8 @@ from webhook_service.processing import attempts, drain, eventlog, locks, recover
 from webhook_service.web.app import create_app
 from webhook_service.web.services import get_services
 
+pytestmark = pytest.mark.pgbouncer
+
 EXPECTED_STATUSES = {
     "ACME-0001": "paid",
     "GLOBEX-0001": "void",

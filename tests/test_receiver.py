@@ -14,6 +14,8 @@ from webhook_service.core.signature import compute_signature
 from webhook_service.web.app import create_app
 from webhook_service.web.services import get_services
 
+pytestmark = pytest.mark.pgbouncer
+
 
 def _events(services) -> list[StripeEvent]:
     with services.db.sessions() as session:

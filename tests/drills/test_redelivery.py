@@ -2,10 +2,14 @@
 
 import random
 
+import pytest
+
 from tests.conftest import clean_tables
 from tests.helpers import mirror_state, run_worker
 from webhook_service.processing.sweep import sweep_past_due
 from webhook_service.web.services import get_services
+
+pytestmark = pytest.mark.pgbouncer
 
 
 def _deliver_and_process(app, stripe, events, seed=None):

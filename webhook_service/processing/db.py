@@ -74,6 +74,12 @@ def create_database(url: str, session_info: dict | None = None) -> Database:
         # whole pool, the receiver retries once (eventlog.record_event), and other requests get a
         # 503 (errors.py). Recycling bounds how long an idle connection can have been dropped.
         kwargs.update(pool_size=5, max_overflow=10, pool_recycle=POOL_RECYCLE_SECONDS)
+        # No server-side prepared statements, ever: behind a transaction-pooling PgBouncer (1.18,
+        # what hosted PostgreSQL puts in front) each transaction may run on another server
+        # connection, where a statement prepared on the last one does not exist. psycopg would
+        # otherwise prepare any query run 5 times. Measured cost on a direct connection: none
+        # (bench/prepared_statements.py; docs/benchmarks.md).
+        kwargs["connect_args"] = {"prepare_threshold": None}
     try:
         engine = sa.create_engine(parsed, **kwargs)
     except (sa.exc.ArgumentError, ImportError) as exc:
@@ -94,8 +100,16 @@ def alembic_config(url: str) -> AlembicConfig:
 
 
 def upgrade(url: str, revision: str = "head") -> None:
-    """Apply migrations up to `revision`."""
-    command.upgrade(alembic_config(url), revision)
+    """Apply migrations up to `revision`, on a connection set up like the service's own."""
+    engine = create_database(url).engine
+    try:
+        with engine.connect() as connection:
+            cfg = alembic_config(url)
+            cfg.attributes["connection"] = connection
+            command.upgrade(cfg, revision)
+            connection.commit()
+    finally:
+        engine.dispose()
 
 
 def current_revision(engine: sa.Engine) -> str | None:

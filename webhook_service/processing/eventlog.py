@@ -35,10 +35,11 @@ _RECORD_COLUMNS = {
     "lock_partition": "smallint",
 }  # fmt: skip
 #: The receiver's statement on PostgreSQL: one INSERT for a whole batch of deliveries (one array per
-#: column, so the statement text never changes), run as a server-side prepared statement on the raw
-#: connection. Arrays go in binary (`%b`): psycopg's text format escapes each payload with a regex,
-#: which cost more than everything else in the request. Built through SQLAlchemy, a single-row
-#: INSERT cost four times the CPU of this one (docs/benchmarks.md).
+#: column, so the statement text never changes), run on the raw connection; never prepared
+#: server-side, which PgBouncer in transaction mode could not keep (db.py). Arrays go in binary
+#: (`%b`): psycopg's text format escapes each payload with a regex, which cost more than
+#: everything else in the request. Built through SQLAlchemy, a single-row INSERT cost four times
+#: the CPU of this one (docs/benchmarks.md).
 _PG_RECORD_SQL = (
     f"INSERT INTO {StripeEvent.__tablename__} ({', '.join(_RECORD_COLUMNS)}) "
     f"SELECT * FROM unnest({', '.join(f'%b::{kind}[]' for kind in _RECORD_COLUMNS.values())}) "
@@ -141,7 +142,7 @@ def _insert_postgres(engine: sa.Engine, rows: list[dict]) -> set[str]:
             # round trips; the INSERT returns only once it is committed.
             conn.autocommit = True
             try:
-                return {row[0] for row in conn.execute(_PG_RECORD_SQL, params, prepare=True)}
+                return {row[0] for row in conn.execute(_PG_RECORD_SQL, params)}
             finally:
                 if not conn.closed:
                     conn.autocommit = False  # the pool hands out transactional connections
