@@ -17,6 +17,8 @@ from webhook_service.core.errors import InvalidSignature
 
 #: Headers longer than this are not Stripe's: one t, a few v1 (secret rolling), one v0.
 MAX_HEADER_LENGTH = 4096
+#: Unix time in seconds has 10 digits until the year 2286.
+MAX_TIMESTAMP_DIGITS = 15
 
 
 def parse_header(header: str | None) -> tuple[int, list[str]]:
@@ -35,10 +37,10 @@ def parse_header(header: str | None) -> tuple[int, list[str]]:
         if not sep:
             continue
         if key == "t":
-            try:
-                timestamp = int(value)
-            except ValueError:
-                raise InvalidSignature("Stripe-Signature header has a non-numeric timestamp.") from None
+            # ASCII digits only: int() would also take "١٢" or " 1_0", and no real time has 16 digits.
+            if not (value.isascii() and value.isdigit() and len(value) <= MAX_TIMESTAMP_DIGITS):
+                raise InvalidSignature("Stripe-Signature header has a non-numeric timestamp.")
+            timestamp = int(value)
         elif key == "v1" and value:
             signatures.append(value)
     if timestamp is None:
@@ -77,10 +79,14 @@ def verify_signature(
         `tolerance` seconds in either direction.
     """
     timestamp, signatures = parse_header(header)
+    # Compared as bytes: compare_digest refuses str with non-ASCII characters (a TypeError, i.e. a
+    # 500, for one stray byte in a header anyone can send), and one garbage entry beside a valid
+    # one must not spoil the delivery.
+    candidates = [value.encode("utf-8", "surrogatepass") for value in signatures]
     matched = False
     for secret in secrets:
-        expected = compute_signature(payload, timestamp, secret)
-        for candidate in signatures:
+        expected = compute_signature(payload, timestamp, secret).encode("ascii")
+        for candidate in candidates:
             # No early exit: the work done does not depend on which pair matched.
             matched |= hmac.compare_digest(expected, candidate)
     if not matched:

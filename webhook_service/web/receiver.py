@@ -7,7 +7,8 @@ import time
 
 import redis
 import sentry_sdk
-from flask import Blueprint, request
+from flask import Blueprint, current_app, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from webhook_service.core.errors import ServiceUnavailable
 from webhook_service.core.signature import verify_signature
@@ -18,6 +19,32 @@ from webhook_service.web.services import get_services
 logger = logging.getLogger("webhook_service.web.receiver")
 
 bp = Blueprint("receiver", __name__)
+
+#: How much of a chunked body is read at a time.
+_READ_CHUNK = 64 * 1024
+
+
+def read_body() -> bytes:
+    """The raw body, at most the app's MAX_CONTENT_LENGTH; past it, 413 whether chunked or not.
+
+    With a Content-Length, Werkzeug answers 413 itself. A chunked body has none, and Werkzeug
+    would silently cut it at the limit (a signature mismatch, so a 400 for what is too large).
+    """
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is not None or not request.environ.get("wsgi.input_terminated"):
+        return request.get_data(cache=False)
+    stream = request.environ["wsgi.input"]
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:  # one byte past the limit is enough to know
+        chunk = stream.read(min(_READ_CHUNK, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > limit:
+        raise RequestEntityTooLarge()
+    return b"".join(chunks)
 
 
 @bp.post("/webhooks/stripe")
@@ -31,7 +58,7 @@ def receive_stripe_event():
     started = time.perf_counter()
     services = get_services()
     config = services.config
-    body = request.get_data(cache=False)  # raw bytes; Flask answers 413 past MAX_CONTENT_LENGTH
+    body = read_body()
     verify_signature(body, request.headers.get("Stripe-Signature"), config.webhook_secrets, config.tolerance)
     envelope = parse_envelope(body, config.accept_mode)
     sentry_sdk.set_tag("stripe.event_id", envelope.id)
