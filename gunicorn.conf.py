@@ -18,3 +18,12 @@ keepalive = 5
 #: Structured logs come from the app; gunicorn's access log would add a second line per event.
 accesslog = None
 errorlog = "-"
+
+
+def on_starting(server):
+    """Refuse to start (one line, exit 2) on bad config, no REDIS_URL, an unreachable or unmigrated
+    database: checked once in the master, before workers boot (a worker that fails to boot would
+    only be respawned, forever)."""
+    from webhook_service.startup import check_web_tier
+
+    check_web_tier()

@@ -1,5 +1,9 @@
-"""Gunicorn entry point: `gunicorn wsgi:app`. The only module that builds an app at import."""
+"""Gunicorn entry point: `gunicorn wsgi:app`. The only module that builds an app at import.
 
-from webhook_service.startup import build_app_or_exit
+gunicorn.conf.py's `on_starting` hook has already refused to start the server if the checks of
+`webhook_service.startup` fail; this builds each worker's app.
+"""
 
-app = build_app_or_exit(require_webhook_secret=True)
+from webhook_service.startup import web_app
+
+app = web_app()

@@ -1,4 +1,8 @@
-"""The `webhook-service` console script: one click group, each command builds the app first."""
+"""The `webhook-service` console script: one click group, each command builds the app first.
+
+Commands import what they use when they run, so `--help` and argument errors cost no more than
+click: the app stack (Flask, SQLAlchemy, RQ, psycopg) loads only for a command that needs it.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,9 @@ import sys
 from datetime import UTC, datetime
 
 import click
-import sqlalchemy as sa
 
 from webhook_service import cli_operator, startup
 from webhook_service.cli_support import build_app_or_exit
-from webhook_service.core.models import StripeEvent
-from webhook_service.processing import db as dbmod
-from webhook_service.processing import eventlog, recovery
-from webhook_service.web.services import get_services
 
 #: How often the scheduler re-enqueues work a Redis restart may have lost.
 RECOVERY_INTERVAL_SECONDS = 60
@@ -42,7 +41,7 @@ def serve(host: str, port: int) -> None:
     """Run the receiver with an in-process worker (development)."""
     from webhook_service.workers import EmbeddedWorker
 
-    app = build_app_or_exit(require_webhook_secret=True)
+    app = build_app_or_exit(role="serve")
     worker = EmbeddedWorker(app)
     worker.start()
     click.echo(f"serving on http://{host}:{port}/webhooks/stripe (dev server, in-process worker)")
@@ -57,18 +56,16 @@ def serve(host: str, port: int) -> None:
 @click.option("--no-fork", is_flag=True, help="Run jobs in this process (SimpleWorker).")
 def worker(burst: bool, no_fork: bool) -> None:
     """Run an RQ worker (with RQ's scheduler, so retries fire) on REDIS_URL."""
+    from webhook_service.processing import recovery
+    from webhook_service.web.services import get_services
     from webhook_service.workers import build_worker
 
-    config = startup.load_config_or_exit()
-    if config.embedded_queue:
-        startup.fail(
-            "REDIS_URL is not set: a separate worker needs Redis "
-            "(in development, `serve` runs one in-process)"
-        )
-    app = build_app_or_exit(config=config)
+    app = build_app_or_exit(role="worker")
     services = get_services(app)
     recovery.recover(services.db, services.queue)  # pick up what an earlier crash or restart left behind
-    build_worker(app, forking=not no_fork).work(burst=burst, with_scheduler=True)
+    rq_worker = build_worker(app, forking=not no_fork)
+    startup.log_ready("worker", queue=services.config.queue_name, name=rq_worker.name)
+    rq_worker.work(burst=burst, with_scheduler=True)
 
 
 @cli.command()
@@ -78,14 +75,11 @@ def scheduler() -> None:
 
     from jobs import events as event_jobs
     from jobs import sweep as sweep_jobs
+    from webhook_service.web.services import get_services
 
-    config = startup.load_config_or_exit()
-    if config.embedded_queue:
-        startup.fail(
-            "REDIS_URL is not set: the scheduler needs Redis (in development, `serve` runs recovery itself)"
-        )
-    app = build_app_or_exit(config=config)
+    app = build_app_or_exit(role="scheduler")
     services = get_services(app)
+    config = services.config
     hour, minute = config.sweep_time_utc.split(":")
     cron = CronScheduler(connection=services.queue.connection)
     cron.register(event_jobs.recover_events, queue_name=config.queue_name, interval=RECOVERY_INTERVAL_SECONDS)
@@ -98,6 +92,7 @@ def scheduler() -> None:
         f"recovery every {RECOVERY_INTERVAL_SECONDS}s, past-due sweep daily at {config.sweep_time_utc} UTC"
     )
     click.echo(f"scheduler: {schedule}")
+    startup.log_ready("scheduler", queue=config.queue_name, schedule=schedule)
     cron.start()
 
 
@@ -110,6 +105,10 @@ def db() -> None:
 @click.option("--revision", default="head", show_default=True)
 def db_upgrade(revision: str) -> None:
     """Apply migrations to DATABASE_URL."""
+    import sqlalchemy as sa
+
+    from webhook_service.processing import db as dbmod
+
     config = startup.load_config_or_exit()
     database = dbmod.create_database(config.database_url)
     try:
@@ -144,6 +143,11 @@ def _parse_since(value: str | None) -> datetime | None:
 @click.option("--limit", default=50, show_default=True, type=int)
 def events_list(status: str | None, event_type: str | None, since: str | None, limit: int) -> None:
     """List events, newest first."""
+    import sqlalchemy as sa
+
+    from webhook_service.core.models import StripeEvent
+    from webhook_service.web.services import get_services
+
     since_at = _parse_since(since)
     app = build_app_or_exit()
     stmt = sa.select(StripeEvent).order_by(StripeEvent.received_at.desc()).limit(limit)
@@ -170,6 +174,9 @@ def events_list(status: str | None, event_type: str | None, since: str | None, l
 @click.argument("event_id")
 def events_show(event_id: str) -> None:
     """Show one event: status, attempts, last error and payload."""
+    from webhook_service.core.models import StripeEvent
+    from webhook_service.web.services import get_services
+
     app = build_app_or_exit()
     with get_services(app).db.sessions() as session:
         row = session.get(StripeEvent, event_id)
@@ -202,6 +209,7 @@ def replay(
 ) -> None:
     """Re-run events: EVT_ID… or --failed. Exits 1 if any could not be replayed."""
     from webhook_service.processing import replay as replaying
+    from webhook_service.web.services import get_services
 
     if bool(event_ids) == failed:
         raise click.UsageError("name event ids, or use --failed (not both)")
@@ -251,9 +259,13 @@ def replay(
 @click.option("--dry-run", is_flag=True, help="Count what is missing; record nothing.")
 def resync(since: str, event_type: str | None, dry_run: bool) -> None:
     """Backfill events the log is missing from Stripe's Events API."""
+    import sqlalchemy as sa
+
     import handlers
+    from webhook_service.processing import eventlog
     from webhook_service.processing.resync import StripeAPIError, StripeEventsClient
     from webhook_service.processing.resync import resync as run_resync
+    from webhook_service.web.services import get_services
 
     since_at = _parse_since(since)
     assert since_at is not None  # --since is required
@@ -295,6 +307,7 @@ def resync(since: str, event_type: str | None, dry_run: bool) -> None:
 def sweep_past_due_command() -> None:
     """Move open invoices whose due date has passed to past due, now (the scheduler does it daily)."""
     from webhook_service.processing.sweep import sweep_past_due
+    from webhook_service.web.services import get_services
 
     app = build_app_or_exit()
     moved = sweep_past_due(get_services(app).db)
@@ -311,8 +324,14 @@ def sweep_past_due_command() -> None:
 @click.option("--verbose", is_flag=True, help="Show the service's log lines (one per event).")
 def demo(fixtures_dir: str | None, seed: int, verbose: bool) -> None:
     """Send every fixture to a local receiver as Stripe would, then print the mirrored invoices."""
-    from webhook_service.demo import run_demo
+    from webhook_service.demo import DEFAULT_FIXTURES, run_demo
 
+    if fixtures_dir is None and not DEFAULT_FIXTURES.is_dir():
+        startup.fail(
+            f"no fixture events at {DEFAULT_FIXTURES}: the demo sends the repository's fixtures/events, "
+            "which an installed package does not include; run it from a source checkout "
+            "(`make demo`) or pass --fixtures DIR (a folder of Stripe event JSON files)"
+        )
     config = startup.load_config_or_exit(demo=True)
     sys.exit(run_demo(config, fixtures_dir, seed, log_level="INFO" if verbose else "WARNING"))
 

@@ -14,8 +14,6 @@ from webhook_service.cli_support import (
     current_actor,
     print_table,
 )
-from webhook_service.processing import audit, pause
-from webhook_service.web.services import get_services
 
 
 def _when(at: datetime | None) -> str:
@@ -26,6 +24,9 @@ def _when(at: datetime | None) -> str:
 @click.option("--reason", help="Why, for the audit trail and /readyz (e.g. 'database maintenance').")
 def pause_command(reason: str | None) -> None:
     """Stop processing at the next batch boundary; the receiver keeps recording events."""
+    from webhook_service.processing import pause
+    from webhook_service.web.services import get_services
+
     services = get_services(build_app_or_exit())
     state = pause.pause(services.db, actor=current_actor(), reason=reason)
     click.echo(
@@ -37,6 +38,9 @@ def pause_command(reason: str | None) -> None:
 @click.command("resume")
 def resume_command() -> None:
     """Let drains run again; a drain starts on the backlog at once."""
+    from webhook_service.processing import pause
+    from webhook_service.web.services import get_services
+
     services = get_services(build_app_or_exit())
     was = pause.get_state(services.db)
     pause.resume(services.db, services.queue, actor=current_actor())
@@ -57,6 +61,9 @@ def resume_command() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
 def audit_command(action, by, since, until, limit: int, as_json: bool) -> None:
     """Operator actions, newest first: who did what, when, with which parameters."""
+    from webhook_service.processing import audit
+    from webhook_service.web.services import get_services
+
     check_range(since, until)
     services = get_services(build_app_or_exit())
     rows, total = audit.list_actions(

@@ -9,12 +9,14 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import click
-from flask import Flask
 
 from webhook_service import startup
-from webhook_service.processing import audit
+
+if TYPE_CHECKING:  # commands load the app stack when they run, not at import (fast `--help`)
+    from flask import Flask
 
 #: Relative times: a number and a unit, meaning that long ago (`90m`, `2h`, `3d`, `1w`).
 _RELATIVE = re.compile(r"^\s*(\d+)\s*(s|m|min|h|d|w)\s*$", re.IGNORECASE)
@@ -80,6 +82,8 @@ def warn_unknown_types(types: Iterable[str], known: Iterable[str]) -> None:
 
 def current_actor() -> str:
     """Who runs this command: --actor / WEBHOOK_SERVICE_ACTOR, else `cli:<OS user>`."""
+    from webhook_service.processing import audit
+
     ctx = click.get_current_context(silent=True)
     named = ctx.find_root().params.get("actor") if ctx is not None else None
     return named or audit.default_actor()

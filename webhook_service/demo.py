@@ -22,7 +22,8 @@ from webhook_service.processing import drain, eventlog
 from webhook_service.processing.sweep import sweep_past_due
 from webhook_service.web.services import get_services
 
-#: The repository's fixtures, next to the package in a source checkout.
+#: The repository's fixtures, next to the package in a source checkout. A wheel does not ship them
+#: (they are test data, and grow with every API era): an installed `demo` needs `--fixtures DIR`.
 DEFAULT_FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "events"
 #: How long the demo waits for the worker to mirror everything it sent.
 PROCESSING_TIMEOUT_SECONDS = 60
