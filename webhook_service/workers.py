@@ -1,12 +1,23 @@
-"""RQ worker classes that run jobs inside the app's context."""
+"""RQ workers whose jobs run inside the app's context, through RQ's documented extension points.
+
+A custom job class (RQ's `job_class`, as `rq worker --job-class` takes) wraps `Job.perform`, the
+call that runs the job function, in the work horse or in-process alike: it pushes the app context
+(so jobs find their services) and, in a forked work horse, first drops the pooled database
+connections inherited from the parent (a socket shared across processes gets corrupted). The
+worker classes are RQ's own `Worker` and `SimpleWorker`; only the embedded dev worker, which runs
+in a thread, replaces how RQ installs its signal handlers (signals belong to the main thread).
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
+from typing import Any, ClassVar
 
 from flask import Flask
 from rq import SimpleWorker, Worker
+from rq.job import Job
 from rq.timeouts import TimerDeathPenalty
 from rq.worker import BaseWorker
 
@@ -20,44 +31,48 @@ EMBEDDED_POLL_SECONDS = 0.2
 EMBEDDED_RECOVERY_SECONDS = 30.0
 
 
-class _AppContextMixin:
-    """Push the app context around each job, as flask-rq's FlaskJob does, so jobs find their services."""
+class AppJob(Job):
+    """A job that runs in its app's context; `job_class_for` binds it to one app."""
 
-    app: Flask
+    app: ClassVar[Flask]
+    #: The process that built the worker; a job running in another one is in a forked work horse.
+    parent_pid: ClassVar[int]
 
-    def perform_job(self, job, queue):
+    def perform(self) -> Any:
+        if os.getpid() != self.parent_pid:
+            get_services(self.app).db.dispose_after_fork()
         with self.app.app_context():
-            return super().perform_job(job, queue)
+            return super().perform()
 
 
-class AppWorker(_AppContextMixin, Worker):
-    """Production worker: forks a work-horse per job (isolation, hard timeouts)."""
-
-    def main_work_horse(self, job, queue):
-        # The horse inherits the parent's pooled connections; sharing a socket across processes corrupts it.
-        get_services(self.app).db.dispose_after_fork()
-        return super().main_work_horse(job, queue)
+def job_class_for(app: Flask) -> type[AppJob]:
+    """The job class of a worker bound to `app`."""
+    return type("BoundAppJob", (AppJob,), {"app": app, "parent_pid": os.getpid()})
 
 
-class AppSimpleWorker(_AppContextMixin, SimpleWorker):
-    """In-process worker (tests, benchmarks, platforms without fork)."""
-
-
-class _ThreadWorker(AppSimpleWorker):
+class _ThreadWorker(SimpleWorker):
     #: SIGALRM timeouts need the main thread; a timer thread enforces job timeouts instead.
     death_penalty_class = TimerDeathPenalty
 
     def _install_signal_handlers(self):
-        """Signals belong to the main thread (the dev server); this worker stops through its event."""
+        """Signals belong to the main thread (the dev server); this worker stops through its event.
+
+        The one RQ internal this module replaces, and only in the dev-only embedded worker: RQ
+        offers no switch for it (tests/test_workers.py fails if RQ renames it).
+        """
 
 
 def build_worker(app: Flask, *, forking: bool = True, name: str | None = None) -> BaseWorker:
-    """A worker on the app's queue, bound to the app."""
+    """A worker on the app's queue whose jobs run in the app's context.
+
+    `forking`: RQ's `Worker`, a work horse per job (isolation, hard timeouts); otherwise RQ's
+    `SimpleWorker`, jobs in this process (tests, benchmarks, platforms without fork).
+    """
     services = get_services(app)
-    cls = AppWorker if forking else AppSimpleWorker
-    worker = cls([services.queue.queue], connection=services.queue.connection, name=name)
-    worker.app = app
-    return worker
+    cls = Worker if forking else SimpleWorker
+    return cls(
+        [services.queue.queue], connection=services.queue.connection, name=name, job_class=job_class_for(app)
+    )
 
 
 class EmbeddedWorker:
@@ -79,8 +94,9 @@ class EmbeddedWorker:
         from webhook_service.processing import recovery
 
         services = get_services(self.app)
-        worker = _ThreadWorker([services.queue.queue], connection=services.queue.connection)
-        worker.app = self.app
+        worker = _ThreadWorker(
+            [services.queue.queue], connection=services.queue.connection, job_class=job_class_for(self.app)
+        )
         since_recovery = EMBEDDED_RECOVERY_SECONDS  # recover once at start
         while not self._stop.is_set():
             try:

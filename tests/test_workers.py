@@ -1,0 +1,22 @@
+"""The RQ integration: our job class in RQ's own workers, and the one RQ internal we replace."""
+
+from __future__ import annotations
+
+from rq import SimpleWorker, Worker
+from rq.worker import BaseWorker
+
+from webhook_service.workers import AppJob, _ThreadWorker, build_worker
+
+
+def test_workers_are_rqs_own_classes_with_our_job_class(app):
+    for forking, cls in ((True, Worker), (False, SimpleWorker)):
+        worker = build_worker(app, forking=forking)
+        assert type(worker) is cls  # no subclass overriding RQ's private methods
+        assert issubclass(worker.job_class, AppJob) and worker.job_class.app is app
+
+
+def test_the_embedded_workers_signal_hook_still_exists_in_rq():
+    """The dev-only thread worker replaces RQ's `_install_signal_handlers`; if RQ renames it, the
+    override would silently stop applying and `serve` would crash on `signal` in a thread."""
+    assert "_install_signal_handlers" in vars(BaseWorker)
+    assert "_install_signal_handlers" in vars(_ThreadWorker)
