@@ -7,7 +7,6 @@ import time
 import sentry_sdk
 from rq import get_current_job
 
-from webhook_service.core.errors import PermanentEventError
 from webhook_service.processing import attempts, drain, pause, recovery
 from webhook_service.web.services import get_services
 
@@ -20,7 +19,10 @@ def drain_events() -> dict:
 
 def process_event(event_id: str) -> str:
     """Process one event (retry or replay). Failures are recorded in the event log, then re-raised
-    so RQ retries with backoff and, when retries are spent, keeps the job in its failed registry."""
+    so RQ retries with backoff and, when retries are spent, keeps the job in its failed registry.
+
+    The retry policy decides, from the retries the event has left in the log; the job's RQ retry
+    settings are set to carry out that decision, so RQ and the log never disagree."""
     services = get_services()
     with services.db.sessions() as session:
         if pause.is_paused(session):
@@ -32,14 +34,12 @@ def process_event(event_id: str) -> str:
     started = time.perf_counter()
     try:
         return attempts.process_one(services.db, event_id)
-    except PermanentEventError as exc:
-        if job is not None:
-            job.retries_left = 0  # retrying cannot help; go straight to the failed registry
-        attempts.record_attempt_failure(services.db, event_id, exc, None, started)
-        raise
     except Exception as exc:
-        retry_in = job.get_retry_interval() if job is not None and job.retries_left else None
-        attempts.record_attempt_failure(services.db, event_id, exc, retry_in, started)
+        policy = services.queue.retry_policy
+        decision = attempts.record_attempt_failure(services.db, event_id, exc, policy, started)
+        if job is not None:
+            job.retries_left = 1 if decision.retrying else 0  # no retry: straight to the failed registry
+            job.retry_intervals = [decision.delay or 0]
         raise
 
 

@@ -141,7 +141,7 @@ def test_retries_due_while_paused_run_after_resume(app, services, stripe, fixtur
     stripe.post(fixture_events[2])
     pause.pause(services.db, actor="t")
     event_id = fixture_events[2]["id"]
-    services.queue.enqueue_event(event_id, retries=())  # a retry coming due while paused
+    services.queue.enqueue_event(event_id, retries_left=0)  # a retry coming due while paused
     run_worker(app)
     assert event_rows(app)[event_id].status == "queued"
     pause.resume(services.db, services.queue, actor="t")

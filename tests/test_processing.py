@@ -285,6 +285,38 @@ def test_lost_retry_is_rescheduled_by_recovery(app, stripe, services, fixture_ev
     assert event_rows(app)[target["id"]].status == "processed"
 
 
+@pytest.mark.parametrize("config_overrides", [{"retry_intervals": (1, 1, 1)}])
+def test_a_retry_lost_with_redis_is_recovered_with_the_retries_it_had(
+    app, stripe, services, fixture_events, monkeypatch
+):
+    target = fixture_events[0]
+
+    def broken(event, session):
+        raise RuntimeError("database hiccup")
+
+    monkeypatch.setitem(handlers.EVENT_HANDLERS, target["type"], broken)
+    _deliver_all(stripe, [target])
+    run_worker(app)  # attempt 1 fails in the drain: retry 1 of 3 scheduled, 2 left after it
+    time.sleep(1.2)
+    run_worker(app)  # attempt 2 (retry 1) fails: retry 2 scheduled, 1 left after it
+    row = event_rows(app)[target["id"]]
+    assert (row.status, row.attempts, row.retries_left) == ("retrying", 2, 1)
+    services.queue.connection.flushdb()  # the scheduled retry vanishes with Redis
+    result = recovery.recover(services.db, services.queue, lost_after=timedelta(seconds=-60))
+    assert result["retries"] == 1
+    job = services.queue.queue.fetch_job(target["id"])
+    assert job is not None and job.retries_left == 1  # what the event had, not zero
+    run_worker(app)  # attempt 3 (the recovered retry 2) fails: retry 3 scheduled, none after it
+    row = event_rows(app)[target["id"]]
+    assert (row.status, row.attempts, row.retries_left) == ("retrying", 3, 0)
+    time.sleep(1.2)
+    run_worker(app)  # attempt 4 (retry 3) fails: retries spent
+    row = event_rows(app)[target["id"]]
+    # The whole schedule, no more and no fewer: 1 attempt + 3 retries, across the Redis loss.
+    assert (row.status, row.attempts) == ("failed", 1 + len(services.config.retry_intervals))
+    assert FailedJobRegistry(queue=services.queue.queue).get_job_ids() == [target["id"]]
+
+
 @pytest.mark.parametrize("batch_size", [1, 2, 500])
 def test_batch_size_does_not_change_the_result(app, stripe, services, fixture_events, batch_size):
     _deliver_all(stripe, fixture_events)

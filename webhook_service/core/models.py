@@ -88,6 +88,9 @@ class StripeEvent(Base):
     ignored_reason: Mapped[str | None] = mapped_column(sa.Text)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Retries left after the attempt that is due (core/retry.py); NULL: a fresh episode, the whole
+    #: schedule (never failed, processed since, or replayed).
+    retries_left: Mapped[int | None] = mapped_column(sa.SmallInteger)
     payload: Mapped[str] = mapped_column(sa.Text)
     #: Which share of the backlog a drain takes this event with (eventlog.lock_partition_of).
     lock_partition: Mapped[int | None] = mapped_column(sa.SmallInteger)

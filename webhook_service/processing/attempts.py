@@ -13,6 +13,7 @@ import sqlalchemy as sa
 import handlers
 from webhook_service.core.errors import PermanentEventError
 from webhook_service.core.models import EventStatus, StripeEvent, utcnow
+from webhook_service.core.retry import RetryDecision, RetryPolicy
 from webhook_service.processing import eventlog, locks
 from webhook_service.processing.db import Database
 from webhook_service.processing.outcomes import log_outcome
@@ -49,21 +50,36 @@ def process_one(db: Database, event_id: str) -> str:
 
 
 def record_attempt_failure(
-    db: Database, event_id: str, exc: BaseException, retry_in: int | None, started: float | None = None
-) -> None:
-    """Write the failure to the event log; `retry_in=None` means no retry will follow.
+    db: Database,
+    event_id: str,
+    exc: BaseException,
+    policy: RetryPolicy | None,
+    started: float | None = None,
+) -> RetryDecision:
+    """Write the failure to the event log, with what the retry policy decides from the retries the
+    event has left; `policy=None` means no retry can follow (nothing would run it).
 
-    `started` is the attempt's `time.perf_counter()` start, for the log line's duration.
+    A `PermanentEventError` is never retried. `started` is the attempt's `time.perf_counter()`
+    start, for the log line's duration.
     """
     error = f"{type(exc).__name__}: {exc}"
-    next_at = utcnow() + timedelta(seconds=retry_in) if retry_in is not None else None
     with db.sessions() as session, session.begin():
-        eventlog.record_failure(session, event_id, error, next_at)
+        left = session.scalar(
+            sa.select(StripeEvent.retries_left).where(StripeEvent.id == event_id).with_for_update()
+        )
+        if policy is None:
+            decision = RetryDecision(delay=None, retries_left=0)
+        else:
+            decision = policy.after_failure(left, permanent=isinstance(exc, PermanentEventError))
+        retry_in = decision.delay
+        next_at = utcnow() + timedelta(seconds=retry_in) if retry_in is not None else None
+        eventlog.record_failure(session, event_id, error, next_at, decision.retries_left)
         row = session.get(StripeEvent, event_id)
         event_type, attempts = (row.type, row.attempts) if row else ("?", 0)
     outcome = "retrying" if retry_in is not None else "failed"
     duration = (time.perf_counter() - started) * 1000 if started is not None else None
     log_outcome(event_id, event_type, outcome, duration, attempts, error=error, retry_in=retry_in)
+    return decision
 
 
 def attempt_in_drain(db: Database, queue: EventQueue, event_id: str) -> bool:
@@ -71,21 +87,17 @@ def attempt_in_drain(db: Database, queue: EventQueue, event_id: str) -> bool:
     started = time.perf_counter()
     try:
         return process_one(db, event_id) in ("processed", "skipped")
-    except PermanentEventError as exc:
-        record_attempt_failure(db, event_id, exc, None, started)
-        # One more run that fails at once puts the event, with its reason, in RQ's failed registry.
-        schedule(queue, event_id, delay=0, retries=())
-    except Exception as exc:  # noqa: BLE001 - the reason is recorded and the event retried
-        intervals = queue.retry_intervals
-        delay = intervals[0] if intervals else None
-        record_attempt_failure(db, event_id, exc, delay, started)
-        schedule(queue, event_id, delay=delay or 0, retries=intervals[1:])
+    except Exception as exc:  # noqa: BLE001 - the reason is recorded and the event retried (or failed)
+        decision = record_attempt_failure(db, event_id, exc, queue.retry_policy, started)
+        # No retry left (or a permanent error): one more run that fails at once puts the event,
+        # with its reason, in RQ's failed registry.
+        schedule(queue, event_id, delay=decision.delay or 0, retries_left=decision.retries_left)
     return False
 
 
-def schedule(queue: EventQueue, event_id: str, delay: int, retries) -> None:
+def schedule(queue: EventQueue, event_id: str, delay: int, retries_left: int) -> None:
     try:
-        queue.enqueue_event(event_id, delay_seconds=delay, retries=retries)
+        queue.enqueue_event(event_id, delay_seconds=delay, retries_left=retries_left)
     except redis.RedisError:
         # The event log says `retrying` with a due time; recovery enqueues it once Redis is back.
         logger.warning("could not schedule a retry for %s; recovery will pick it up", event_id)

@@ -219,6 +219,7 @@ def mark_processed(session: Session, events: Sequence[StripeEvent], now: datetim
             attempts=StripeEvent.attempts + 1,
             processed_at=now or utcnow(),
             next_attempt_at=None,  # last_error stays: what the earlier attempts hit
+            retries_left=None,  # the episode is over; a later replay starts a fresh schedule
         )
         .execution_options(synchronize_session=False)
     )
@@ -229,8 +230,11 @@ def record_failure(
     event_id: str,
     error: str,
     next_attempt_at: datetime | None,
+    retries_left: int = 0,
 ) -> bool:
     """Record a failed attempt in its own transaction; `next_attempt_at=None` means retries are over.
+
+    `retries_left`: what the retry policy left the event after the retry scheduled at `next_attempt_at`.
 
     Guarded on status so a concurrent success is never overwritten. Returns whether a row changed.
     """
@@ -245,6 +249,7 @@ def record_failure(
             attempts=StripeEvent.attempts + 1,
             last_error=error[-MAX_ERROR_LENGTH:],
             next_attempt_at=next_attempt_at,
+            retries_left=retries_left if next_attempt_at else 0,
         )
     )
     return result.rowcount == 1  # type: ignore[attr-defined]  # an UPDATE's CursorResult
@@ -259,16 +264,16 @@ def stale_queued_exist(session: Session, older_than: timedelta) -> bool:
     return session.scalars(stmt.limit(1)).first() is not None
 
 
-def overdue_retries(session: Session, grace: timedelta, limit: int = 1000) -> list[str]:
-    """Ids of events whose scheduled retry should have run by now (its job was lost)."""
+def overdue_retries(session: Session, grace: timedelta, limit: int = 1000) -> list[tuple[str, int | None]]:
+    """(id, retries left) of events whose scheduled retry should have run by now (its job was lost)."""
     cutoff = utcnow() - grace
     stmt = (
-        sa.select(StripeEvent.id)
+        sa.select(StripeEvent.id, StripeEvent.retries_left)
         .where(StripeEvent.status == EventStatus.RETRYING.value, StripeEvent.next_attempt_at < cutoff)
         .order_by(StripeEvent.next_attempt_at)
         .limit(limit)
     )
-    return list(session.scalars(stmt))
+    return [(event_id, retries_left) for event_id, retries_left in session.execute(stmt)]
 
 
 def count_by_status(session: Session) -> dict[str, int]:

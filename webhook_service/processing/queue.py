@@ -21,6 +21,7 @@ from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 
 from webhook_service.core.errors import ConfigError
+from webhook_service.core.retry import RetryPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,11 @@ class EventQueue:
     queue: Queue
     retry_intervals: tuple[int, ...]
     embedded: bool = False
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """The one retry policy (core/retry.py) over the configured intervals."""
+        return RetryPolicy(self.retry_intervals)
 
     @property
     def ticket_key(self) -> str:
@@ -88,15 +94,14 @@ class EventQueue:
             failure_ttl=FAILURE_TTL_SECONDS,
         )
 
-    def enqueue_event(
-        self, event_id: str, delay_seconds: int = 0, retries: Sequence[int] | None = None
-    ) -> bool:
+    def enqueue_event(self, event_id: str, delay_seconds: int = 0, retries_left: int | None = None) -> bool:
         """Schedule a per-event job under the event's id; False if one is already pending.
 
-        `retries` are the backoff intervals for later attempts (default: the configured schedule).
-        A finished or failed job under the same id is replaced, so replays always run.
+        `retries_left` is the event's (stripe_events.retries_left; None: the whole schedule): the job
+        gets the intervals the retry policy still has for it. A finished or failed job under the
+        same id is replaced, so replays always run.
         """
-        intervals = list(self.retry_intervals if retries is None else retries)
+        intervals = list(self.retry_policy.remaining(retries_left))
         options = {
             "job_id": event_id,
             "unique": True,

@@ -29,7 +29,8 @@ def recover(
         lost = eventlog.overdue_retries(session, lost_after)
     if stale:
         queue.enqueue_drain()
-    rescheduled = sum(1 for event_id in lost if queue.enqueue_event(event_id, retries=()))
+    # A lost retry comes back with the retries the event had left (the policy reads them from the log).
+    rescheduled = sum(1 for event_id, left in lost if queue.enqueue_event(event_id, retries_left=left))
     if stale or rescheduled:
         logger.info(
             "recovery: drain %s, %d lost retries re-enqueued",

@@ -94,7 +94,8 @@ def execute_replay(db: Database, queue: EventQueue, plan: ReplayPlan) -> ReplayP
         session.execute(
             sa.update(StripeEvent)
             .where(StripeEvent.id.in_(ids))
-            .values(status=EventStatus.RETRYING.value, next_attempt_at=utcnow())
+            # A replay is a fresh episode: the retry policy's whole schedule again.
+            .values(status=EventStatus.RETRYING.value, next_attempt_at=utcnow(), retries_left=None)
         )
     registry = FailedJobRegistry(queue=queue.queue)
     for event_id in ids:
@@ -122,13 +123,14 @@ def execute_replay_inline(db: Database, plan: ReplayPlan) -> ReplayPlan:
             session.execute(
                 sa.update(StripeEvent)
                 .where(StripeEvent.id == row.id)
-                .values(status=EventStatus.RETRYING.value)
+                .values(status=EventStatus.RETRYING.value, retries_left=None)
             )
         started = time.perf_counter()
         try:
             attempts.process_one(db, row.id)
             plan.enqueued.append(row.id)
         except Exception as exc:  # noqa: BLE001 - recorded in the log and reported
+            # No queue another process reads: nothing would run a retry, so the failure is final.
             attempts.record_attempt_failure(db, row.id, exc, None, started)
             plan.errors.append((row.id, f"{type(exc).__name__}: {exc}"))
     return plan
