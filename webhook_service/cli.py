@@ -14,6 +14,7 @@ import click
 
 from webhook_service import cli_operator, startup
 from webhook_service.cli_support import build_app_or_exit
+from webhook_service.core.errors import error_summary
 
 #: How often the scheduler re-enqueues work a Redis restart may have lost.
 RECOVERY_INTERVAL_SECONDS = 60
@@ -166,7 +167,7 @@ def events_list(status: str | None, event_type: str | None, since: str | None, l
             click.echo(
                 f"{row.id}  {row.type:<32} {row.status:<9} attempts={row.attempts} "
                 f"received={row.received_at.isoformat(timespec='seconds')}"
-                + (f"  error={row.last_error.splitlines()[-1][:80]}" if row.last_error else "")
+                + (f"  error={error_summary(row.last_error)[:80]}" if row.last_error else "")
             )
 
 
@@ -190,7 +191,8 @@ def events_show(event_id: str) -> None:
             "received_at": row.received_at.isoformat(),
             "processed_at": row.processed_at.isoformat() if row.processed_at else None,
             "next_attempt_at": row.next_attempt_at.isoformat() if row.next_attempt_at else None,
-            "ignored_reason": row.ignored_reason, "last_error": row.last_error,
+            "ignored_reason": row.ignored_reason,
+            "last_error": error_summary(row.last_error) if row.last_error else None,
         }  # fmt: skip
         click.echo(json.dumps(fields, indent=2))
         click.echo("payload:")
@@ -228,7 +230,7 @@ def replay(
         force=force,
     )
     for row in plan.replay:
-        error = f" — {row.last_error.splitlines()[-1][:100]}" if row.last_error else ""
+        error = f" — {error_summary(row.last_error)[:100]}" if row.last_error else ""
         click.echo(f"replay {row.id}  {row.type}  ({row.status}, {row.attempts} attempts){error}")
     for event_id, why in plan.skipped:
         click.echo(f"skip   {event_id}: {why}")

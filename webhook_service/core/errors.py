@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class ConfigError(Exception):
     """Configuration is missing or malformed; the process should stop with this one line."""
@@ -62,3 +64,31 @@ class ServiceUnavailable(ServiceError):
 
 class PermanentEventError(Exception):
     """An event that can never be processed as it is (a malformed object); retrying will not help."""
+
+
+#: The most of an error's first line that operators see (API, CLI, logs, Sentry).
+MAX_SUMMARY_LENGTH = 300
+#: Where SQLAlchemy starts appending the statement, its parameters, and its help link.
+_SQL_MARKERS = ("[SQL:", "[parameters:", "(Background on this error")
+#: Values PostgreSQL echoes in a message: a quoted literal after a colon at the end
+#: (`invalid input syntax for type integer: "abc"`) or `value "x" is out of range`.
+_ECHOED_VALUES = (re.compile(r'(:\s*)"[^"]*"\s*$'), re.compile(r'(\bvalue\s+)"[^"]*"'))
+
+
+def error_summary(error: BaseException | str) -> str:
+    """The error's first line, without SQL text or bound parameter values.
+
+    Takes an exception (rendered as `Type: message`) or text already stored (older
+    `last_error` values hold SQLAlchemy's full text). What operators see must never carry
+    customer data, and SQLAlchemy appends the statement and its parameters to its messages.
+    """
+    text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    for marker in _SQL_MARKERS:
+        line = line.split(marker, 1)[0]
+    for pattern in _ECHOED_VALUES:
+        line = pattern.sub(r'\1"…"', line)
+    line = line.rstrip()
+    if len(line) > MAX_SUMMARY_LENGTH:
+        line = line[: MAX_SUMMARY_LENGTH - 1] + "…"
+    return line

@@ -11,6 +11,7 @@ import hmac
 import sqlalchemy as sa
 from flask import request
 from flask_smorest import Api, Blueprint
+from marshmallow import RAISE
 from sqlalchemy.orm import Session, selectinload
 from webargs.flaskparser import FlaskParser
 
@@ -20,12 +21,17 @@ from webhook_service.processing import audit
 from webhook_service.web.schemas import (
     AuditArgs,
     AuditPageSchema,
-    CustomerSchema,
+    CustomerArgs,
+    CustomerDetailSchema,
+    CustomerPageSchema,
+    ErrorSchema,
     EventArgs,
+    EventDetailSchema,
     EventPageSchema,
     InvoiceArgs,
     InvoiceDetailSchema,
     InvoicePageSchema,
+    NoArgs,
     NotificationArgs,
     NotificationPageSchema,
 )
@@ -35,13 +41,24 @@ PREFIX = "/api/v1"
 
 
 class _Parser(FlaskParser):
-    """Bad filters are the client's mistake: 400, not webargs' default 422."""
+    """Bad filters are the client's mistake: 400, not webargs' default 422; an unknown one too.
+
+    A misspelled or unsupported filter (`?livemod=true`) would otherwise be dropped, and the
+    answer would silently cover more than was asked for.
+    """
 
     DEFAULT_VALIDATION_STATUS = 400
+    DEFAULT_UNKNOWN_BY_LOCATION = {**FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION, "query": RAISE}
 
 
 class _Blueprint(Blueprint):
     ARGUMENTS_PARSER = _Parser()
+
+
+class _Api(Api):
+    """Errors are documented with the body they have (`{"error", "message"}`, error_handlers.py)."""
+
+    ERROR_SCHEMA = ErrorSchema
 
 
 bp = _Blueprint("api", __name__, url_prefix=PREFIX, description="Read-only portal API")
@@ -56,7 +73,7 @@ def init_app(app) -> Api:
         OPENAPI_URL_PREFIX=PREFIX,
         OPENAPI_JSON_PATH="openapi.json",
     )
-    api = Api(
+    api = _Api(
         app,
         spec_kwargs={
             "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
@@ -97,11 +114,22 @@ def _page(session: Session, stmt, args: dict, order_by) -> dict:
     return {"items": items, "total": total, "page": args["page"], "per_page": args["per_page"]}
 
 
+#: Every endpoint answers 401 without a valid key; detail endpoints 404 for an unknown id. Lists
+#: and details also answer 400 for a bad or unknown parameter (documented by `arguments`).
+_UNAUTHORIZED = {"status_code": 401, "response": "UNAUTHORIZED", "description": "No valid API key"}
+_NOT_FOUND = {"status_code": 404, "response": "NOT_FOUND", "description": "No object with this id"}
+
+
 @bp.get("/invoices")
 @bp.arguments(InvoiceArgs, location="query", as_kwargs=False)
 @bp.response(200, InvoicePageSchema)
+@bp.alt_response(**_UNAUTHORIZED)
 def list_invoices(args):
-    """Invoices, newest first, filtered by status, customer, entity, issue date and number."""
+    """Invoices, newest first, filtered by status, customer, entity, issue date and number.
+
+    `issued_from` is inclusive and `issued_to` exclusive; `issued_from` after `issued_to` is a 400
+    (an inverted range is a mistake, not an empty answer).
+    """
     stmt = sa.select(Invoice).where(Invoice.deleted_at.is_(None))
     if "status" in args:
         stmt = stmt.where(Invoice.status == args["status"])
@@ -122,7 +150,10 @@ def list_invoices(args):
 
 
 @bp.get("/invoices/<invoice_id>")
+@bp.arguments(NoArgs, location="query", as_kwargs=True)
 @bp.response(200, InvoiceDetailSchema)
+@bp.alt_response(**_UNAUTHORIZED)
+@bp.alt_response(**_NOT_FOUND)
 def get_invoice(invoice_id: str):
     """One invoice with its categorized lines, status history in order, and credit notes."""
     _printable_id(invoice_id, "invoice")
@@ -140,8 +171,36 @@ def get_invoice(invoice_id: str):
         return invoice
 
 
+@bp.get("/customers")
+@bp.arguments(CustomerArgs, location="query", as_kwargs=False)
+@bp.response(200, CustomerPageSchema)
+@bp.alt_response(**_UNAUTHORIZED)
+def list_customers(args):
+    """Customers (billable entities), newest first, by entity and by name or email prefix.
+
+    `q` matches the start of the name or of the email, ignoring case. Items carry the credit
+    balances but not the ledger (one customer's ledger is at /customers/{id}).
+    """
+    stmt = sa.select(Customer)
+    if "entity" in args:
+        stmt = stmt.where(Customer.entity_id == args["entity"])
+    if "q" in args:
+        prefix = args["q"].lower()
+        stmt = stmt.where(
+            sa.or_(
+                sa.func.lower(Customer.name).startswith(prefix, autoescape=True),
+                sa.func.lower(Customer.email).startswith(prefix, autoescape=True),
+            )
+        )
+    with get_services().db.sessions() as session:
+        return _page(session, stmt, args, (Customer.created_at.desc(), Customer.id.desc()))
+
+
 @bp.get("/customers/<customer_id>")
-@bp.response(200, CustomerSchema)
+@bp.arguments(NoArgs, location="query", as_kwargs=True)
+@bp.response(200, CustomerDetailSchema)
+@bp.alt_response(**_UNAUTHORIZED)
+@bp.alt_response(**_NOT_FOUND)
 def get_customer(customer_id: str):
     """One customer with its billable entity, credit balance and credit ledger."""
     _printable_id(customer_id, "customer")
@@ -157,6 +216,7 @@ def get_customer(customer_id: str):
 @bp.get("/notifications")
 @bp.arguments(NotificationArgs, location="query", as_kwargs=False)
 @bp.response(200, NotificationPageSchema)
+@bp.alt_response(**_UNAUTHORIZED)
 def list_notifications(args):
     """Past-due notifications, newest first, filtered by invoice, customer and audience."""
     stmt = sa.select(Notification)
@@ -173,6 +233,7 @@ def list_notifications(args):
 @bp.get("/events")
 @bp.arguments(EventArgs, location="query", as_kwargs=False)
 @bp.response(200, EventPageSchema)
+@bp.alt_response(**_UNAUTHORIZED)
 def list_events(args):
     """The event log for operators, newest first (payloads stay in the database and the CLI)."""
     stmt = sa.select(StripeEvent)
@@ -186,9 +247,28 @@ def list_events(args):
         return _page(session, stmt, args, (StripeEvent.received_at.desc(), StripeEvent.id.desc()))
 
 
+@bp.get("/events/<event_id>")
+@bp.arguments(NoArgs, location="query", as_kwargs=True)
+@bp.response(200, EventDetailSchema)
+@bp.alt_response(**_UNAUTHORIZED)
+@bp.alt_response(**_NOT_FOUND)
+def get_event(event_id: str):
+    """One logged event: status, attempts, next attempt and its last error's first line.
+
+    The payload is not served (it holds customer data; `webhook-service events show` prints it).
+    """
+    _printable_id(event_id, "event")
+    with get_services().db.sessions() as session:
+        event = session.get(StripeEvent, event_id)
+        if event is None:
+            raise NotFound(f"No event {event_id!r}.")
+        return event
+
+
 @bp.get("/audit")
 @bp.arguments(AuditArgs, location="query", as_kwargs=False)
 @bp.response(200, AuditPageSchema)
+@bp.alt_response(**_UNAUTHORIZED)
 def list_audit(args):
     """Operator actions (replay, resync, pause, resume, prune, console actions), newest first."""
     rows, total = audit.list_actions(

@@ -11,12 +11,20 @@ from datetime import UTC
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from webhook_service.core.errors import error_summary
 from webhook_service.core.models import Audience, EventStatus, InvoiceStatus
 
 MAX_PER_PAGE = 200
 DEFAULT_PER_PAGE = 50
 #: Filters are identifiers and prefixes: no NUL or other control characters (PostgreSQL rejects NUL).
 PRINTABLE = validate.Regexp(r"^[^\x00-\x1f\x7f]*$", error="must not contain control characters")
+
+
+class ErrorSummary(fields.String):
+    """A stored error shown as its first line: no SQL text and no parameter values reach the API."""
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        return None if value is None else error_summary(value)
 
 
 class _DumpSchema(Schema):
@@ -132,6 +140,9 @@ class CustomerSchema(_DumpSchema):
     )
     currency = fields.String(allow_none=True)
     deleted_at = fields.DateTime(allow_none=True)
+
+
+class CustomerDetailSchema(CustomerSchema):
     ledger = fields.List(fields.Nested(LedgerEntrySchema))
 
 
@@ -163,8 +174,24 @@ class EventSchema(_DumpSchema):
     received_at = fields.DateTime()
     processed_at = fields.DateTime(allow_none=True)
     attempts = fields.Integer()
-    last_error = fields.String(allow_none=True)
+    last_error = ErrorSummary(
+        allow_none=True, metadata={"description": "The last failure's first line (no SQL, no values)"}
+    )
     ignored_reason = fields.String(allow_none=True)
+
+
+class EventDetailSchema(EventSchema):
+    next_attempt_at = fields.DateTime(allow_none=True, metadata={"description": "When a retry is due"})
+
+
+class ErrorSchema(Schema):
+    """The body of every error response (web/error_handlers.py renders it)."""
+
+    error = fields.String(
+        required=True,
+        metadata={"description": "Machine-readable code: bad_request, unauthorized, not_found, …"},
+    )
+    message = fields.String(required=True, metadata={"description": "What was wrong, for a person"})
 
 
 def page_schema(item: type[Schema], name: str) -> type[Schema]:
@@ -183,9 +210,15 @@ def page_schema(item: type[Schema], name: str) -> type[Schema]:
 InvoicePageSchema = page_schema(InvoiceSchema, "InvoicePage")
 NotificationPageSchema = page_schema(NotificationSchema, "NotificationPage")
 EventPageSchema = page_schema(EventSchema, "EventPage")
+CustomerPageSchema = page_schema(CustomerSchema, "CustomerPage")
 
 
 # ---- query arguments --------------------------------------------------------------------------
+# Unknown parameters are refused (api.py's parser), so every filter a client sends is applied.
+
+
+class NoArgs(Schema):
+    """Detail endpoints take no query parameters."""
 
 
 class PageArgs(Schema):
@@ -200,8 +233,14 @@ class InvoiceArgs(PageArgs):
     status = fields.String(validate=validate.OneOf([s.value for s in InvoiceStatus]))
     customer = fields.String(validate=_ID, metadata={"description": "Stripe customer id"})
     entity = fields.String(validate=_ID, metadata={"description": "Portal entity id (customer metadata)"})
-    issued_from = fields.AwareDateTime(default_timezone=UTC, metadata={"description": "ISO 8601, inclusive"})
-    issued_to = fields.AwareDateTime(default_timezone=UTC, metadata={"description": "ISO 8601, exclusive"})
+    issued_from = fields.AwareDateTime(
+        default_timezone=UTC,
+        metadata={"description": "ISO 8601, inclusive; must not be after issued_to (400)"},
+    )
+    issued_to = fields.AwareDateTime(
+        default_timezone=UTC,
+        metadata={"description": "ISO 8601, exclusive; must not be before issued_from (400)"},
+    )
     q = fields.String(
         validate=validate.Length(min=1, max=255), metadata={"description": "Invoice number prefix"}
     )
@@ -216,6 +255,14 @@ class NotificationArgs(PageArgs):
     invoice = fields.String(validate=_ID)
     customer = fields.String(validate=_ID)
     audience = fields.String(validate=validate.OneOf([a.value for a in Audience]))
+
+
+class CustomerArgs(PageArgs):
+    entity = fields.String(validate=_ID, metadata={"description": "Portal entity id (customer metadata)"})
+    q = fields.String(
+        validate=[validate.Length(min=1, max=255), PRINTABLE],
+        metadata={"description": "Name or email prefix, ignoring case"},
+    )
 
 
 class EventArgs(PageArgs):

@@ -1,0 +1,128 @@
+"""The read API beyond the basics: one event, the customer list, unknown parameters, error text."""
+
+import json
+
+import pytest
+import sqlalchemy as sa
+
+from tests.helpers import run_worker
+from tests.test_cli import run_cli
+from webhook_service.core.models import StripeEvent
+from webhook_service.web.services import get_services
+
+KEY = "portal-key-read-0123456789"
+SECRET_EMAIL = "jane.doe@customer.example"
+#: What an older row holds: SQLAlchemy's full text, statement and bound parameters included.
+STORED_ERROR = (
+    'IntegrityError: (psycopg.errors.NotNullViolation) null value in column "number" violates '
+    "not-null constraint\nDETAIL: Failing row contains (in_1, jane.doe@customer.example).\n"
+    "[SQL: UPDATE customers SET email=%(email)s WHERE customers.id = %(id)s]\n"
+    f"[parameters: {{'email': '{SECRET_EMAIL}', 'id': 'cus_1'}}]\n"
+    "(Background on this error at: https://sqlalche.me/e/20/gkpj)"
+)
+FIRST_LINE = (
+    'IntegrityError: (psycopg.errors.NotNullViolation) null value in column "number" violates '
+    "not-null constraint"
+)
+
+
+@pytest.fixture
+def config_overrides():
+    return {"portal_api_keys": (KEY,)}
+
+
+def get(client, path, **params):
+    return client.get(f"/api/v1{path}", headers={"Authorization": f"Bearer {KEY}"}, query_string=params)
+
+
+def _failed_event(app, fixture_events) -> dict:
+    event = next(e for e in fixture_events if e["type"] == "invoice.created")
+    with get_services(app).db.sessions() as session, session.begin():
+        session.add(
+            StripeEvent(
+                id=event["id"], type=event["type"], livemode=False, object_id=event["data"]["object"]["id"],
+                received_at=sa.func.now(), status="failed", attempts=3, last_error=STORED_ERROR,
+                payload=json.dumps(event),
+            )
+        )  # fmt: skip
+    return event
+
+
+def test_last_error_is_its_first_line_without_sql_or_values(app, client, fixture_events):
+    event = _failed_event(app, fixture_events)
+    listed = get(client, "/events", status="failed").get_json()["items"]
+    assert [item["last_error"] for item in listed] == [FIRST_LINE]
+    one = get(client, f"/events/{event['id']}")
+    assert one.status_code == 200 and one.get_json()["last_error"] == FIRST_LINE
+    assert SECRET_EMAIL not in one.get_data(as_text=True) and "[SQL" not in one.get_data(as_text=True)
+
+
+def test_cli_shows_the_same_first_line(app, fixture_events, database_url, redis_url, tmp_path):
+    event = _failed_event(app, fixture_events)
+    env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url}
+    listed = run_cli("events", "list", "--status", "failed", env=env, cwd=tmp_path)
+    shown = run_cli("events", "show", event["id"], env=env, cwd=tmp_path)
+    assert listed.returncode == 0 and shown.returncode == 0, listed.stderr + shown.stderr
+    header = shown.stdout.split("payload:")[0]
+    assert json.loads(header)["last_error"] == FIRST_LINE
+    for output in (listed.stdout, header):
+        assert SECRET_EMAIL not in output and "[SQL" not in output and "[parameters" not in output
+
+
+@pytest.fixture
+def mirrored(app, stripe, services, fixture_events):
+    for event in fixture_events:
+        assert stripe.post(event).status_code == 200
+    run_worker(app)
+    return app
+
+
+@pytest.mark.parametrize(
+    "path, params",
+    [
+        ("/invoices", {"livemod": "true"}),
+        ("/invoices", {"status": "paid", "sort": "total"}),
+        ("/customers", {"name": "Acme"}),
+        ("/notifications", {"kind": "x"}),
+        ("/events", {"object": "in_1"}),
+        ("/invoices/in_nope", {"expand": "lines"}),
+        ("/customers/cus_nope", {"x": "1"}),
+        ("/events/evt_nope", {"payload": "1"}),
+    ],
+)
+def test_an_unknown_query_parameter_is_a_400_naming_it(client, path, params):
+    response = get(client, path, **params)
+    body = response.get_json()
+    assert response.status_code == 400 and body["error"] == "bad_request", body
+    unknown = next(name for name in params if name not in ("status",))
+    assert f"{unknown}: Unknown field" in body["message"]
+
+
+def test_one_event_and_unknown_ids(client, mirrored, fixture_events):
+    event = fixture_events[0]
+    body = get(client, f"/events/{event['id']}").get_json()
+    assert (body["id"], body["type"], body["status"]) == (event["id"], event["type"], "processed")
+    assert "payload" not in body and body["last_error"] is None and "next_attempt_at" in body
+    missing = get(client, "/events/evt_nope")
+    assert missing.status_code == 404 and missing.get_json() == {
+        "error": "not_found",
+        "message": "No event 'evt_nope'.",
+    }
+
+
+def test_customer_list_filters_and_pages(client, mirrored):
+    body = get(client, "/customers").get_json()
+    names = {item["name"] for item in body["items"]}
+    assert body["total"] == len(body["items"]) == 5 and "Acme Robotics" in names
+    assert "ledger" not in body["items"][0] and "credit_balance" in body["items"][0]
+    assert [i["name"] for i in get(client, "/customers", entity="org_acme").get_json()["items"]] == [
+        "Acme Robotics"
+    ]
+    assert [i["name"] for i in get(client, "/customers", q="acme").get_json()["items"]] == ["Acme Robotics"]
+    assert [i["id"] for i in get(client, "/customers", q="AP@GLOBEX").get_json()["items"]] == [
+        "cus_1GlobexCorporation0000"
+    ]
+    assert get(client, "/customers", q="%").get_json()["total"] == 0  # no wildcard injection
+    pages = [get(client, "/customers", per_page=4, page=p).get_json() for p in (1, 2)]
+    assert [len(p["items"]) for p in pages] == [4, 1]
+    assert len({i["id"] for p in pages for i in p["items"]}) == 5
