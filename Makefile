@@ -32,9 +32,10 @@ test: install-test
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
-## The edit loop: the suite minus drills (`slow`) and with short property runs; under a minute.
+## The edit loop, under a minute: the suite minus the drills (`slow`), property tests capped at 5
+## examples, database tests on PostgreSQL only (SQLite and PgBouncer run in `make test`), 2 processes.
 test-fast: install-test
-	HYPOTHESIS_PROFILE=fast $(BIN)/python -m pytest -m 'not slow' -q
+	HYPOTHESIS_PROFILE=fast TEST_BACKENDS=postgresql $(BIN)/python -m pytest -m 'not slow' -q -n 2
 
 typecheck: install-test
 	$(BIN)/mypy

@@ -22,6 +22,7 @@ import psycopg
 import pytest
 import redis
 import sqlalchemy as sa
+from hypothesis import settings
 
 from webhook_service.core.config import Config
 from webhook_service.core.models import Base
@@ -35,6 +36,15 @@ OTHER_SECRET = "whsec_test_rolled_fedcba9876543210"
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://root@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("TEST_REDIS_URL")
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "events"
+
+
+#: `make test-fast` loads `fast`: every property test runs at most this many examples (see
+#: tests/helpers.examples); `make test` and CI run the default profile, the full counts.
+settings.register_profile("fast", max_examples=5)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+DRILLS = Path(__file__).resolve().parent / "drills"
+#: `TEST_BACKENDS=postgresql` (what `make test-fast` sets) runs database tests on those backends only.
+ONLY_BACKENDS = {name.strip() for name in os.environ.get("TEST_BACKENDS", "").split(",") if name.strip()}
 
 
 def _require(what: str, check) -> None:
@@ -254,9 +264,13 @@ def pytest_collection_modifyitems(config, items):
     """Run the `pgbouncer` backend only for tests marked `pgbouncer` (it would triple the suite)."""
     kept, dropped = [], []
     for item in items:
+        if DRILLS in Path(item.path).parents:  # drills start and kill processes: left out of test-fast
+            item.add_marker(pytest.mark.slow)
         callspec = getattr(item, "callspec", None)
         backend = callspec.params.get("database_url") if callspec else None
         if backend == "pgbouncer" and item.get_closest_marker("pgbouncer") is None:
+            dropped.append(item)
+        elif backend is not None and ONLY_BACKENDS and backend not in ONLY_BACKENDS:
             dropped.append(item)
         else:
             kept.append(item)

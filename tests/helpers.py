@@ -72,3 +72,10 @@ def invoices_by_number(app) -> dict[str, Invoice]:
     with get_services(app).db.sessions() as session:
         rows = session.scalars(sa.select(Invoice)).all()
         return {row.number or row.id: row for row in rows}
+
+
+def examples(count: int) -> int:
+    """`count` hypothesis examples, or fewer under a profile that caps them (`make test-fast`)."""
+    from hypothesis import settings
+
+    return min(count, settings.default.max_examples)

@@ -16,13 +16,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import SECRET
+from tests.helpers import examples
 from webhook_service.core.models import StripeEvent
 from webhook_service.core.signature import compute_signature, sign
 
 pytestmark = pytest.mark.pgbouncer
 
 MIB = 1024 * 1024
-FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=examples(120), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 def _event(event_id: str = "evt_hostile_1") -> bytes:

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import clean_tables
+from tests.helpers import examples
 from webhook_service.core.models import StripeEvent
 from webhook_service.processing import eventlog
 from webhook_service.processing.envelope import parse_envelope
@@ -61,7 +62,9 @@ def test_redis_down_fails_only_the_deliveries_that_need_a_drain(services, fixtur
     assert _logged_ids(services) == ["evt_ignored_type", "evt_needs_drain"]  # both kept all the same
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(batches=st.lists(st.lists(st.integers(0, 6), min_size=1, max_size=8), min_size=1, max_size=4))
 def test_a_batch_reports_new_exactly_for_first_sightings(services, fixture_events, batches):
     clean_tables(services.db.engine)

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import clean_tables
-from tests.helpers import mirror_state
+from tests.helpers import examples, mirror_state
 from webhook_service.core.models import StripeEvent
 from webhook_service.processing import drain, eventlog
 from webhook_service.processing.envelope import parse_envelope
@@ -127,7 +127,9 @@ def _run(services, deliveries: list[dict], drain_after: list[bool], batch_size: 
     assert drain.pending_count(services.db) == 0
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=examples(30), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     order=st.permutations(range(len(EVENTS))),
     redelivered=st.lists(st.integers(0, len(EVENTS) - 1), max_size=12),
