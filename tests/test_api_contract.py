@@ -14,11 +14,11 @@ from schemathesis.checks import CHECKS, load_all_checks
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.generation.modes import GenerationMode
 
-from tests.helpers import run_worker
+from tests.helpers import examples, run_worker
 from webhook_service.processing.sweep import sweep_past_due
 
 KEY = "portal-key-contract-0123456789"
-EXAMPLES_PER_OPERATION = 30
+EXAMPLES_PER_OPERATION = examples(30)
 
 
 @pytest.fixture
