@@ -46,6 +46,14 @@ class Config:
     entity_id_metadata_key: str = "portal_entity_id"
     log_level: str = "INFO"
     demo: bool = False
+    #: PostgreSQL bounds in seconds (docs/operations.md, "Bounded waits"): connecting, one
+    #: statement (server-side, and the client gives up 2 s later), a transaction left idle.
+    database_connect_timeout: int = 3
+    database_statement_timeout: int = 10
+    database_idle_in_transaction_timeout: int = 30
+    #: Request threads per web process (gunicorn.conf.py reads the same variable): the receiver
+    #: keeps one free for /healthz when the database stalls.
+    web_threads: int = 8
 
     @property
     def embedded_queue(self) -> bool:
@@ -140,6 +148,12 @@ def load_config(environ: Mapping[str, str], *, demo: bool = False) -> Config:
         entity_type_metadata_key=(environ.get("ENTITY_TYPE_METADATA_KEY") or "entity_type").strip(),
         entity_id_metadata_key=(environ.get("ENTITY_ID_METADATA_KEY") or "portal_entity_id").strip(),
         log_level=(environ.get("LOG_LEVEL") or "INFO").upper(),
+        database_connect_timeout=_positive_int(environ, "DATABASE_CONNECT_TIMEOUT", 3),
+        database_statement_timeout=_positive_int(environ, "DATABASE_STATEMENT_TIMEOUT", 10),
+        database_idle_in_transaction_timeout=_positive_int(
+            environ, "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT", 30
+        ),
+        web_threads=_positive_int(environ, "GUNICORN_THREADS", 8),
         demo=demo,
     )
 

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy.orm import Session, sessionmaker
 
 from webhook_service.core.errors import ConfigError
+from webhook_service.processing.bounded import BoundedConnection, DatabaseTimeouts, answer_within
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +23,10 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 #: Reopen pooled PostgreSQL connections older than this (load balancers and servers drop idle ones).
 POOL_RECYCLE_SECONDS = 1800
+#: A request thread waits at most this long for a pooled connection (then: 503, not a hang).
+POOL_TIMEOUT_SECONDS = 5
+#: Readiness probes answer within this much, whatever the database does.
+PING_TIMEOUT_SECONDS = 2.0
 
 
 @dataclass
@@ -29,14 +36,41 @@ class Database:
     engine: sa.Engine
     sessions: sessionmaker[Session]
 
-    def ping(self) -> None:
-        """Raise if the database cannot answer a trivial query."""
-        with self.engine.connect() as conn:
+    def ping(self, timeout: float = PING_TIMEOUT_SECONDS) -> None:
+        """Raise if the database cannot answer a trivial query within `timeout` seconds."""
+        with answer_within(timeout), self.engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
 
     def dispose_after_fork(self) -> None:
         """Drop pooled connections inherited from a parent process without closing the parent's."""
         self.engine.dispose(close=False)
+
+
+def is_connection_error(exc: BaseException | None) -> bool:
+    """Whether an error says the database is unreachable or not answering (retry later), rather
+    than something about the statement itself (a bug, schema drift: retrying will not help).
+
+    Connection-level: psycopg's OperationalError family (lost or refused connections, timeouts
+    and cancellations, server shutdown, serialization failures and deadlocks) and InterfaceError,
+    a pool with no free connection, SQLite's "database is locked". Everything else from the
+    database (ProgrammingError such as an undefined column, IntegrityError, DataError) is not.
+    """
+    if isinstance(exc, sa.exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        exc = exc.orig
+    if isinstance(exc, sa.exc.TimeoutError):  # QueuePool: no connection free in time
+        return True
+    if isinstance(exc, sqlite3.OperationalError):
+        return "locked" in str(exc) or "unable to open" in str(exc)
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+
+
+def lost_connection(exc: BaseException) -> bool:
+    """Whether the connection itself went away (dropped, refused, or closed for not answering)."""
+    if isinstance(exc, sa.exc.DBAPIError):
+        return bool(exc.connection_invalidated)
+    return isinstance(exc, sa.exc.TimeoutError)
 
 
 def _configure_sqlite(engine: sa.Engine) -> None:
@@ -58,10 +92,14 @@ def _configure_sqlite(engine: sa.Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def create_database(url: str, session_info: dict | None = None) -> Database:
+def create_database(
+    url: str, session_info: dict | None = None, timeouts: DatabaseTimeouts | None = None
+) -> Database:
     """Build the engine for a SQLAlchemy URL; a malformed URL is a ConfigError.
 
     `session_info` seeds every session's `info` (handlers read their settings from it).
+    `timeouts` bound every PostgreSQL wait (bounded.py). Without them (migrations, which may
+    legitimately run long) only connecting and TCP are bounded.
     """
     try:
         parsed = sa.engine.make_url(url)
@@ -73,22 +111,46 @@ def create_database(url: str, session_info: dict | None = None) -> Database:
         # A connection the server dropped fails its statement instead; SQLAlchemy then discards the
         # whole pool, the receiver retries once (eventlog.record_event), and other requests get a
         # 503 (errors.py). Recycling bounds how long an idle connection can have been dropped.
-        kwargs.update(pool_size=5, max_overflow=10, pool_recycle=POOL_RECYCLE_SECONDS)
+        kwargs.update(
+            pool_size=5, max_overflow=10, pool_recycle=POOL_RECYCLE_SECONDS, pool_timeout=POOL_TIMEOUT_SECONDS
+        )
         # No server-side prepared statements, ever: behind a transaction-pooling PgBouncer (1.18,
         # what hosted PostgreSQL puts in front) each transaction may run on another server
         # connection, where a statement prepared on the last one does not exist. psycopg would
         # otherwise prepare any query run 5 times. Measured cost on a direct connection: none
         # (bench/prepared_statements.py; docs/benchmarks.md).
-        kwargs["connect_args"] = {"prepare_threshold": None}
+        given = set(parsed.query)  # libpq parameters in the URL win over our defaults
+        limits = (timeouts or DatabaseTimeouts()).connect_args()
+        connect_args = {k: v for k, v in limits.items() if k not in given}
+        kwargs["connect_args"] = {**connect_args, "prepare_threshold": None}
     try:
         engine = sa.create_engine(parsed, **kwargs)
     except (sa.exc.ArgumentError, ImportError) as exc:
         raise ConfigError(f"DATABASE_URL {parsed.render_as_string(hide_password=True)!r}: {exc}") from None
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine)
+    elif engine.dialect.name == "postgresql" and timeouts is not None:
+        _bound_postgres(engine, timeouts)
     return Database(
         engine=engine, sessions=sessionmaker(engine, expire_on_commit=False, info=session_info or {})
     )
+
+
+def _bound_postgres(engine: sa.Engine, timeouts: DatabaseTimeouts) -> None:
+    """Every connection waits a bounded time for answers; every transaction has server-side limits."""
+    settings = timeouts.transaction_settings_sql()
+
+    @sa.event.listens_for(engine, "do_connect")
+    def _connect(_dialect, _record, cargs, cparams):
+        connection = BoundedConnection.connect(*cargs, **cparams)
+        connection.answer_timeout = timeouts.answer
+        return connection
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        # Transaction-scoped (set_config's `true`): it holds behind a transaction-pooling PgBouncer
+        # and leaves nothing behind on the server connection for the next client.
+        conn.exec_driver_sql(settings)
 
 
 def alembic_config(url: str) -> AlembicConfig:

@@ -19,7 +19,7 @@ import handlers
 from webhook_service.core.models import StripeEvent
 from webhook_service.processing import eventlog, locks, pause
 from webhook_service.processing.attempts import attempt_in_drain
-from webhook_service.processing.db import Database
+from webhook_service.processing.db import Database, lost_connection
 from webhook_service.processing.outcomes import log_outcome
 from webhook_service.processing.queue import EventQueue
 
@@ -103,8 +103,10 @@ def _drain_batch(db: Database, queue: EventQueue, batch_size: int):
                 eventlog.mark_processed(session, rows)
         except Exception as exc:  # one bad event must not block the others: retry them one by one
             session.rollback()
-            if not ids:
-                raise  # nothing was claimed: the database itself is failing
+            if not ids or lost_connection(exc):
+                # The database itself is failing: one by one would only wait on it once per event.
+                # The events stay queued; recovery enqueues a drain once it answers again.
+                raise
             logger.warning(
                 "batch of %d failed (%s); processing its events one by one", len(ids), type(exc).__name__
             )

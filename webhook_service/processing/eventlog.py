@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import zlib
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -18,6 +19,8 @@ from webhook_service.processing.envelope import Envelope
 PENDING_STATUSES = (EventStatus.QUEUED.value, EventStatus.RETRYING.value)
 #: Errors are stored for operators; a traceback's tail is what matters and rows stay small.
 MAX_ERROR_LENGTH = 4000
+#: A pooled connection that fails this soon is one the server dropped earlier: retry on a fresh one.
+RETRY_DROPPED_WITHIN_SECONDS = 1.0
 #: Shares of the backlog that drains take whole (many more than drains, so each finds a free one).
 LOCK_PARTITIONS = 16
 #: How many of the oldest queued events a drain looks at to choose its share.
@@ -130,6 +133,7 @@ def _insert_generic(engine: sa.Engine, rows: list[dict]) -> set[str]:
 
 def _insert_postgres(engine: sa.Engine, rows: list[dict]) -> set[str]:
     params = [[row[name] for row in rows] for name in _RECORD_COLUMNS]
+    started = time.monotonic()
     for attempt in (1, 2):
         try:
             pooled = engine.raw_connection()
@@ -152,7 +156,10 @@ def _insert_postgres(engine: sa.Engine, rows: list[dict]) -> set[str]:
                 # A pooled connection the server had dropped (restart, idle timeout): discard it and
                 # try once more on a fresh one. The INSERT is idempotent on the id.
                 pooled.invalidate(exc)
-            if attempt == 2 or not dropped:
+            # Only a connection found dead at once is worth a second try; one that went quiet
+            # (closed by the answer timeout, bounded.py) would cost a second full wait.
+            quick = time.monotonic() - started < RETRY_DROPPED_WITHIN_SECONDS
+            if attempt == 2 or not dropped or not quick:
                 raise EventLogUnavailable(type(exc).__name__) from exc
         finally:
             pooled.close()

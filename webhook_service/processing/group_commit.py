@@ -46,20 +46,45 @@ class GroupCommitter(Generic[Item, Result]):
         self._pending: list[_Slot[Item, Result]] = []
         self._writing = False  # invariant: when False, nothing is pending
 
-    def submit(self, item: Item) -> Result:
-        """Write `item` together with whatever else is pending; return its result or raise its error."""
+    def submit(self, item: Item, timeout: float | None = None) -> Result:
+        """Write `item` together with whatever else is pending; return its result or raise its error.
+
+        :param timeout: the longest this call waits for another thread's write to carry its item
+            (its own write, when it leads, is bounded by the write function).
+        :raises GroupWaitTimeout: waited `timeout` seconds; the item may still be written later.
+        """
         slot: _Slot[Item, Result] = _Slot(item)
         with self._lock:
             self._pending.append(slot)
             slot.lead = not self._writing
             self._writing = True
-        if not slot.lead:
-            slot.done.wait()
+        if not slot.lead and not slot.done.wait(timeout):
+            self._withdraw(slot)
         if slot.lead:
             self._lead()
         if slot.error is not None:
             raise slot.error
         return slot.result  # type: ignore[return-value]
+
+    def _withdraw(self, slot: _Slot[Item, Result]) -> None:
+        """Give up waiting: leave the queue (passing on the lead if it was just handed over)."""
+        successor = None
+        with self._lock:
+            if slot.done.is_set():
+                return  # its outcome, or the lead, arrived just now
+            if slot in self._pending:
+                self._pending.remove(slot)
+                if slot.lead:  # chosen to lead the next write, not yet woken: hand it on
+                    slot.lead = False
+                    successor = self._pending[0] if self._pending else None
+                    if successor is None:
+                        self._writing = False
+                    else:
+                        successor.lead = True
+            # else: its item is in the write in flight, which may still succeed without it
+        if successor is not None:
+            successor.done.set()
+        raise GroupWaitTimeout("waited too long for the group's write")
 
     def _lead(self) -> None:
         with self._lock:
@@ -89,6 +114,10 @@ class GroupCommitter(Generic[Item, Result]):
             slot.done.set()
         if successor is not None:
             successor.done.set()
+
+
+class GroupWaitTimeout(Exception):
+    """Raised in a submitter's thread that waited longer than its timeout for another's write."""
 
 
 class GroupWriteError(Exception):

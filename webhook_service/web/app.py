@@ -10,6 +10,7 @@ from flask import Flask
 from handlers.settings import HandlerSettings
 from webhook_service.core.config import Config, load_config
 from webhook_service.core.logging_setup import configure_logging
+from webhook_service.processing.bounded import DatabaseTimeouts
 from webhook_service.processing.db import create_database
 from webhook_service.processing.intake import Intake
 from webhook_service.processing.queue import create_queue
@@ -36,11 +37,18 @@ def create_app(config: Config | None = None) -> Flask:
     handler_settings = HandlerSettings(
         entity_type_key=config.entity_type_metadata_key, entity_id_key=config.entity_id_metadata_key
     )
-    database = create_database(config.database_url, {"handler_settings": handler_settings})
+    database = create_database(
+        config.database_url, {"handler_settings": handler_settings}, DatabaseTimeouts.from_config(config)
+    )
     queue = create_queue(config.redis_url, config.queue_name, config.retry_intervals)
     services.init_app(
         app,
-        services.Services(config=config, db=database, queue=queue, intake=Intake(database.engine, queue)),
+        services.Services(
+            config=config,
+            db=database,
+            queue=queue,
+            intake=Intake(database.engine, queue, max_inside=config.web_threads - 1),
+        ),
     )
     app.register_blueprint(receiver.bp)
     app.register_blueprint(health.bp)
