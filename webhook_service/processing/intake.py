@@ -7,7 +7,7 @@ one drain request. Each request still answers only after its own row is committe
 Stripe must get an answer within 10 s however the database behaves (SPEC: a database that stops
 answering gets a 503, not a hang), and /healthz must keep answering, so every wait here is bounded:
 a write waits at most ANSWER_SECONDS for PostgreSQL; a delivery waits at most WAIT_SECONDS for the
-write carrying it; after a write found the database unreachable, deliveries fail at once for
+write carrying it; after a write waited in vain for the database, deliveries fail at once for
 COOLDOWN_SECONDS (one probe at a time finds out when it is back, instead of every thread waiting
 its full bound); and at most `max_inside` deliveries (one fewer than the request threads) are in
 here at once, so a thread stays free for the health checks.
@@ -90,12 +90,14 @@ class Intake:
     def _write(self, deliveries: Sequence[tuple[Envelope, bytes]]) -> list[bool | BaseException]:
         if time.monotonic() < self._unavailable_until:
             raise eventlog.EventLogUnavailable("database unreachable a moment ago")
-        self._write_started = time.monotonic()
+        started = self._write_started = time.monotonic()
         try:
             with answer_within(ANSWER_SECONDS):
                 inserted = eventlog.record_events(self._engine, deliveries)  # raises for the whole group
         except eventlog.EventLogUnavailable as exc:
-            if is_connection_error(exc.__cause__):
+            # Only a database that let us wait: one that refuses at once costs nothing to retry.
+            slow = time.monotonic() - started > SLOW_WRITE_SECONDS
+            if slow and is_connection_error(exc.__cause__):
                 self._unavailable_until = time.monotonic() + COOLDOWN_SECONDS
             raise
         finally:
