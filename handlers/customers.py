@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
-from handlers import ledger
+from handlers import ledger, ordering
 from handlers.settings import ENTITY_TYPES, settings_of
 from webhook_service.core.errors import PermanentEventError
 from webhook_service.core.models import Customer
@@ -59,6 +59,30 @@ def ensure_customer(session: Session, customer_id: str, hints: CustomerHints | N
     return customer
 
 
+def order_prefix(event: dict) -> str:
+    """Customer snapshots ("1…") outrank invoice hints ("0…"); then the second observed.
+
+    Same-second snapshots are settled in handlers.ordering, never by the event id.
+    """
+    return f"1.{ordering.observed_second(event):011d}"
+
+
+def _apply_snapshot(session: Session, customer: Customer, obj: dict) -> None:
+    balance = obj.get("balance", 0)
+    if isinstance(balance, bool) or not isinstance(balance, int):
+        raise PermanentEventError(f"customer {customer.id}: balance is {balance!r}, expected an integer")
+    settings = settings_of(session)
+    metadata = obj.get("metadata") or {}
+    entity_type = str(metadata.get(settings.entity_type_key) or "").strip().lower()
+    customer.name = obj.get("name")
+    customer.email = obj.get("email")
+    customer.currency = obj.get("currency") or customer.currency
+    customer.livemode = obj.get("livemode") is True
+    customer.balance = balance
+    customer.entity_type = entity_type if entity_type in ENTITY_TYPES else settings.default_entity_type
+    customer.entity_id = metadata.get(settings.entity_id_key) or None
+
+
 def handle_customer_event(event: dict, session: Session) -> None:
     """Merge a customer event: profile, entity, balance; then reconcile the credit ledger.
 
@@ -72,20 +96,10 @@ def handle_customer_event(event: dict, session: Session) -> None:
     customer = ensure_customer(session, customer_id)
     raw_created = event.get("created")
     created = raw_created if isinstance(raw_created, int) else 0
-    changed = 1 if (event.get("data") or {}).get("previous_attributes") else 0
-    key = f"1.{created:011d}.{changed}.{event['id']}"
-    if key > (customer.version_key or ""):
-        settings = settings_of(session)
-        metadata = obj.get("metadata") or {}
-        entity_type = str(metadata.get(settings.entity_type_key) or "").strip().lower()
-        customer.name = obj.get("name")
-        customer.email = obj.get("email")
-        customer.currency = obj.get("currency") or customer.currency
-        customer.livemode = obj.get("livemode") is True
-        customer.balance = balance
-        customer.entity_type = entity_type if entity_type in ENTITY_TYPES else settings.default_entity_type
-        customer.entity_id = metadata.get(settings.entity_id_key) or None
-        customer.version_key = key
+    won = ordering.winner(session, event, customer.version_key, "customer", order_prefix)
+    if won is not None:  # this event's snapshot, or on a same-second tie the newest logged one
+        snapshot, customer.version_key = won
+        _apply_snapshot(session, customer, snapshot["data"]["object"])
     if event["type"] == "customer.deleted":
         deleted_at = datetime.fromtimestamp(created, UTC)
         if customer.deleted_at is None or deleted_at < customer.deleted_at:

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
-from handlers import customers, ledger, past_due, status_history
+from handlers import customers, ledger, ordering, past_due, status_history
 from handlers.status_history import STATUS_RANK
 from webhook_service.core.errors import PermanentEventError
 from webhook_service.core.models import Invoice, InvoiceLine, LedgerKind
@@ -95,11 +95,12 @@ def handle_invoice_event(event: dict, session: Session) -> None:
         invoice = Invoice(id=invoice_id, version_key="", credit_applied=0, attempt_count=0)
         session.add(invoice)
 
-    key = snapshot_version(event, obj)
-    if key > (invoice.version_key or ""):
-        _apply_snapshot(invoice, obj, customer_id)
-        invoice.version_key = key
-        invoice.source_event_id = event["id"]
+    won = ordering.winner(session, event, invoice.version_key, "invoice", order_prefix)
+    if won is not None:
+        snapshot, invoice.version_key = won
+        # Usually this event's own object; on a same-second tie, the newest logged snapshot's.
+        _apply_snapshot(invoice, snapshot["data"]["object"], _customer_id(snapshot["data"]["object"]))
+        invoice.source_event_id = snapshot["id"]
         _sync_ledger(session, invoice)
 
     if event["type"] == "invoice.deleted" and invoice.deleted_at is None:
@@ -135,19 +136,19 @@ def _observe_past_due(session: Session, invoice: Invoice, event: dict, obj: dict
         )
 
 
-def snapshot_version(event: dict, obj: dict) -> str:
-    """A sortable key: later status first, then later event, then signs of progress, then the id.
+def order_prefix(event: dict) -> str:
+    """The comparable part of a snapshot's version: later status, later observation, signs of progress.
 
-    `created` has one-second resolution, so same-second events are ordered by what can only grow
-    (payment attempts, amount paid) and by whether the event reports a change (`previous_attributes`)
-    before the event id breaks the remaining tie deterministically.
+    `created` has one-second resolution, so same-second snapshots are ordered next by what can only
+    grow (payment attempts, amount paid); a tie left after that is settled in handlers.ordering
+    from the snapshots themselves, never by the event id. A snapshot the worker fetched from Stripe
+    is an observation of the fetch's second.
     """
-    rank = STATUS_RANK[obj["status"]]
-    created = int_or_zero(event.get("created"))
+    obj = event["data"]["object"]
+    rank = STATUS_RANK.get(obj.get("status"), 0)
     attempts = int_or_zero(obj.get("attempt_count"))
     paid = max(int_or_zero(obj.get("amount_paid")), 0)
-    has_changes = 1 if (event.get("data") or {}).get("previous_attributes") else 0
-    return f"{rank:02d}.{created:011d}.{attempts:05d}.{paid:015d}.{has_changes}.{event['id']}"
+    return f"{rank:02d}.{ordering.observed_second(event):011d}.{attempts:05d}.{paid:015d}"
 
 
 def _observation_key(event: dict, status: str) -> str:
@@ -305,7 +306,8 @@ def categorize_line(line: dict) -> str:
     An explicit `metadata.portal_category` wins. Prorations and credits (negative amounts) are
     adjustments. Metered prices are usage: payloads before 2025-03-31.basil say so in
     `price.recurring.usage_type` / `plan.usage_type`; newer payloads no longer carry the price,
-    so there metered lines need the metadata key (see docs/design.md). Everything else is a fixed fee.
+    so there the worker fills in the price from Stripe's API when it has a key (`price_to_look_up`),
+    and without one metered lines need the metadata key (docs/design.md). Everything else is a fixed fee.
     """
     override = (line.get("metadata") or {}).get("portal_category")
     if override in LINE_CATEGORIES:
@@ -313,11 +315,34 @@ def categorize_line(line: dict) -> str:
     if _is_proration(line) or int_or_zero(line.get("amount")) < 0:
         return "adjustment"
     price, plan = line.get("price"), line.get("plan")
-    price = price if isinstance(price, dict) else {}
+    price = price if isinstance(price, dict) else _expanded_price(line)
     plan = plan if isinstance(plan, dict) else {}
     if (price.get("recurring") or {}).get("usage_type") == "metered" or plan.get("usage_type") == "metered":
         return "usage"
     return "fixed_fee"
+
+
+def _expanded_price(line: dict) -> dict:
+    """`pricing.price_details.price` when it is an object (expanded; the worker fills it in)."""
+    price = ((line.get("pricing") or {}).get("price_details") or {}).get("price")
+    return price if isinstance(price, dict) else {}
+
+
+def price_to_look_up(line: dict) -> str | None:
+    """The price id whose usage type would decide this line's category, when the line lacks it.
+
+    Basil and later lines name their price (`pricing.price_details.price`) without saying whether
+    it is metered; lines whose category is settled otherwise (metadata, prorations, credits) need
+    no lookup.
+    """
+    if isinstance(line.get("price"), dict) or isinstance(line.get("plan"), dict):
+        return None
+    if (line.get("metadata") or {}).get("portal_category") in LINE_CATEGORIES:
+        return None
+    if _is_proration(line) or int_or_zero(line.get("amount")) < 0:
+        return None
+    price = ((line.get("pricing") or {}).get("price_details") or {}).get("price")
+    return price if isinstance(price, str) and price else None
 
 
 def _is_proration(line: dict) -> bool:
@@ -335,7 +360,7 @@ def _line_price_id(line: dict) -> str | None:
     if isinstance(price, dict):
         return price.get("id")
     details = (line.get("pricing") or {}).get("price_details") or {}
-    return details.get("price") if isinstance(details.get("price"), str) else None
+    return object_id(details.get("price"))
 
 
 def _tax(obj: dict) -> int | None:

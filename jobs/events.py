@@ -33,7 +33,7 @@ def process_event(event_id: str) -> str:
     sentry_sdk.set_tag("stripe.event_type", attempts.event_type_of(services.db, event_id))
     started = time.perf_counter()
     try:
-        return attempts.process_one(services.db, event_id)
+        return attempts.process_one(services.db, event_id, services.fetching)
     except Exception as exc:
         policy = services.queue.retry_policy
         decision = attempts.record_attempt_failure(services.db, event_id, exc, policy, started)

@@ -94,7 +94,29 @@ def lifecycles() -> list[dict]:
         x.finalized(T + 810),
         *x.paid(T + 810),
     ]
+    events += same_second_ties(ids, a, b, new)
     return events
+
+
+def same_second_ties(ids, a, b, new) -> list[dict]:
+    """Snapshots of one object within one second, which `created` cannot order (issue 13).
+
+    Three credit notes lower an invoice's amount_due in one second, each invoice.updated recording
+    the previous one's values; a customer's credit grows twice in one second; and two edits of a
+    draft in one second that record nothing about each other (no evidence: still order-free).
+    """
+    z = new(b, NEW_API, T + 1000, collection_method="send_invoice")
+    events = [z.created(T + 1000), z.finalized(T + 1010)]
+    events += [z.credit_noted(T + 1020, pre=1000), z.credit_noted(T + 1020, pre=2000)]
+    events += [z.credit_noted(T + 1020, pre=500)]
+    cb = CustomerHistory(ids, b, NEW_API)
+    cb.balance = -800
+    events += [cb.balance_changed(T + 1030, -300), cb.balance_changed(T + 1030, -700)]
+    w = new(a, NEW_API, T + 1100)
+    first, second = w.updated(T + 1105, number="W-1"), w.updated(T + 1105, number="W-2")
+    first["data"]["previous_attributes"] = {"footer": None}
+    second["data"]["previous_attributes"] = {"footer": "a footer"}
+    return events + [w.created(T + 1100), first, second]
 
 
 EVENTS = lifecycles()
@@ -173,4 +195,15 @@ class _App:
 def test_reference_run_has_every_lifecycle_in_its_final_status(services):
     _run(services, EVENTS, [], 1, [])
     statuses = sorted(row[3][1] for row in mirror_state(services_app(services))["invoices"])
-    assert statuses == ["open", "paid", "paid", "paid", "paid", "void"]
+    assert statuses == ["draft", "open", "open", "paid", "paid", "paid", "paid", "void"]
+
+
+def test_same_second_snapshots_end_in_the_newest_by_evidence(services):
+    """The in-order reference itself is right: the last credit note's amounts, the larger credit."""
+    _run(services, list(reversed(EVENTS)), [], 500, [])
+    state = mirror_state(services_app(services))
+    due = {dict(row)["number"]: dict(row)["amount_due"] for row in state["invoices"]}
+    z_events = [e for e in EVENTS if e["created"] == T + 1020]
+    assert due[z_events[-1]["data"]["object"]["number"]] == z_events[-1]["data"]["object"]["amount_due"]
+    credits = {dict(row)["id"]: dict(row)["credit_balance"] for row in state["customers"]}
+    assert credits["cus_1PropB00000000000000000"] == 700

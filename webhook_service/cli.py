@@ -281,7 +281,8 @@ def resync(since: str, event_type: str | None, dry_run: bool) -> None:
         click.echo(f"note: {event_type} is not handled; its events are recorded as ignored")
     app = build_app_or_exit(config=config)
     services = get_services(app)
-    client = StripeEventsClient(config.stripe_api_key, config.stripe_api_base)
+    budget = services.fetching.client.budget if services.fetching else None  # shared with the workers
+    client = StripeEventsClient(config.stripe_api_key, config.stripe_api_base, budget=budget)
     try:
         report = run_resync(services.db, services.queue, client, since_at, types, config.accept_mode, dry_run)
     except StripeAPIError as exc:

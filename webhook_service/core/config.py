@@ -33,6 +33,12 @@ class Config:
     accept_mode: str = "any"
     stripe_api_key: str | None = field(default=None, repr=False)
     stripe_api_base: str | None = None
+    #: Object types whose events trigger a fetch of the object (STRIPE_REVALIDATE).
+    stripe_revalidate: tuple[str, ...] = ()
+    #: Requests/s all workers together may send to Stripe; None = Stripe's limit for the key's mode.
+    stripe_api_rate: float | None = None
+    #: Requests/s per endpoint (e.g. GET /v1/invoices/{id}).
+    stripe_api_endpoint_rate: float = 25.0
     database_url: str = f"sqlite:///{DEFAULT_DATABASE_FILE}"
     database_url_is_default: bool = True
     redis_url: str | None = None
@@ -107,6 +113,34 @@ def _parse_intervals(raw: str | None) -> tuple[int, ...]:
     return values
 
 
+#: What STRIPE_REVALIDATE may name.
+REVALIDATABLE = ("invoice", "credit_note", "customer")
+
+
+def _parse_revalidate(raw: str | None) -> tuple[str, ...]:
+    kinds = tuple(dict.fromkeys(kind.lower() for kind in _split(raw)))
+    unknown = [kind for kind in kinds if kind not in REVALIDATABLE]
+    if unknown:
+        raise ConfigError(
+            f"STRIPE_REVALIDATE names {', '.join(map(repr, unknown))}; it takes a comma-separated list of "
+            f"{', '.join(REVALIDATABLE)}"
+        )
+    return kinds
+
+
+def _rate(environ: Mapping[str, str], name: str, default: float | None) -> float | None:
+    raw = (environ.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be requests per second (a number), got {raw!r}") from None
+    if not value > 0:
+        raise ConfigError(f"{name} must be greater than 0, got {raw!r}")
+    return value
+
+
 def _parse_sweep_time(raw: str | None) -> str:
     value = (raw or "06:00").strip()
     match = re.fullmatch(r"([01]\d|2[0-3]):([0-5]\d)", value)
@@ -136,6 +170,9 @@ def load_config(environ: Mapping[str, str], *, demo: bool = False) -> Config:
         accept_mode=mode,
         stripe_api_key=(environ.get("STRIPE_API_KEY") or None),
         stripe_api_base=(environ.get("STRIPE_API_BASE") or None),
+        stripe_revalidate=_parse_revalidate(environ.get("STRIPE_REVALIDATE")),
+        stripe_api_rate=_rate(environ, "STRIPE_API_RATE", None),
+        stripe_api_endpoint_rate=_rate(environ, "STRIPE_API_ENDPOINT_RATE", 25.0) or 25.0,
         database_url=database_url,
         database_url_is_default=is_default_db,
         redis_url=(environ.get("REDIS_URL") or "").strip() or None,

@@ -92,3 +92,29 @@ def error_summary(error: BaseException | str) -> str:
     if len(line) > MAX_SUMMARY_LENGTH:
         line = line[: MAX_SUMMARY_LENGTH - 1] + "…"
     return line
+
+
+class StripeAPIError(ServiceError):
+    """Stripe's API answered with an error, or kept failing (resync shows it; fetches retry the event)."""
+
+    status_code = 502
+    code = "stripe_api_error"
+
+
+class StripeNotFound(StripeAPIError):
+    """Stripe has no such object (any more): a deleted draft, an event past its 30 days."""
+
+    status_code = 404
+    code = "stripe_not_found"
+
+
+class StripeUnavailable(StripeAPIError):
+    """A Stripe request kept failing or found no slot in the request budget: transient.
+
+    The event that needed it is retried later by the event retry policy, so the fetch is not lost.
+    `retry_after` is how long Stripe (or the budget) asked us to wait, in seconds, when it said.
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from datetime import timedelta
 
@@ -16,6 +17,7 @@ from webhook_service.core.models import EventStatus, StripeEvent, utcnow
 from webhook_service.core.retry import RetryDecision, RetryPolicy
 from webhook_service.processing import eventlog, locks
 from webhook_service.processing.db import Database
+from webhook_service.processing.enrich import Fetching
 from webhook_service.processing.outcomes import log_outcome
 from webhook_service.processing.queue import EventQueue
 
@@ -26,8 +28,11 @@ class EventFailed(Exception):
     """A single-event attempt failed; the event log already records why."""
 
 
-def process_one(db: Database, event_id: str) -> str:
+def process_one(db: Database, event_id: str, fetching: Fetching | None = None) -> str:
     """Process one event in its own transaction; a no-op when it is already done.
+
+    With `fetching`, its snapshot is first completed from Stripe (processing/enrich.py); a fetch
+    that keeps failing raises `StripeUnavailable`, so the event is retried like any failure.
 
     :return: "processed", or "skipped" when the event was already processed or ignored.
     :raises PermanentEventError: the event can never be processed as it is.
@@ -41,6 +46,8 @@ def process_one(db: Database, event_id: str) -> str:
         if row.status in (EventStatus.PROCESSED.value, EventStatus.IGNORED.value):
             return "skipped"
         event = orjson.loads(row.payload)
+        if fetching is not None:
+            event = fetching.enricher().enrich(session, event)
         locks.lock_related_rows(session, [event])
         handlers.handle(event, session)
         attempt, event_type = (row.attempts or 0) + 1, row.type
@@ -71,6 +78,7 @@ def record_attempt_failure(
             decision = RetryDecision(delay=None, retries_left=0)
         else:
             decision = policy.after_failure(left, permanent=isinstance(exc, PermanentEventError))
+            decision = honour_retry_after(decision, exc)
         retry_in = decision.delay
         next_at = utcnow() + timedelta(seconds=retry_in) if retry_in is not None else None
         eventlog.record_failure(session, event_id, error, next_at, decision.retries_left)
@@ -82,11 +90,21 @@ def record_attempt_failure(
     return decision
 
 
-def attempt_in_drain(db: Database, queue: EventQueue, event_id: str) -> bool:
+def honour_retry_after(decision: RetryDecision, exc: BaseException) -> RetryDecision:
+    """A retry no sooner than Stripe asked (`StripeUnavailable.retry_after`, from its Retry-After)."""
+    asked = getattr(exc, "retry_after", None)
+    if not decision.retrying or not isinstance(asked, int | float):
+        return decision
+    return RetryDecision(delay=max(decision.delay or 0, math.ceil(asked)), retries_left=decision.retries_left)
+
+
+def attempt_in_drain(
+    db: Database, queue: EventQueue, event_id: str, fetching: Fetching | None = None
+) -> bool:
     """Try one event of a failed batch; on failure hand it to a per-event job with backoff."""
     started = time.perf_counter()
     try:
-        return process_one(db, event_id) in ("processed", "skipped")
+        return process_one(db, event_id, fetching) in ("processed", "skipped")
     except Exception as exc:  # noqa: BLE001 - the reason is recorded and the event retried (or failed)
         decision = record_attempt_failure(db, event_id, exc, queue.retry_policy, started)
         # No retry left (or a permanent error): one more run that fails at once puts the event,

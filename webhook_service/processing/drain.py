@@ -10,16 +10,22 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import orjson
 import redis
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 import handlers
-from webhook_service.core.models import StripeEvent
+from webhook_service.core.errors import StripeAPIError
+from webhook_service.core.models import StripeEvent, utcnow
+from webhook_service.core.retry import RetryDecision
 from webhook_service.processing import eventlog, locks, pause
-from webhook_service.processing.attempts import attempt_in_drain
+from webhook_service.processing.attempts import attempt_in_drain, honour_retry_after, schedule
 from webhook_service.processing.db import Database, lost_connection
+from webhook_service.processing.enrich import Fetching
+from webhook_service.processing.locks import Parsed
 from webhook_service.processing.outcomes import log_outcome
 from webhook_service.processing.queue import EventQueue
 
@@ -45,22 +51,34 @@ class DrainResult:
         }
 
 
-def drain(db: Database, queue: EventQueue, batch_size: int, max_batches: int | None = None) -> DrainResult:
-    """Process queued events in batches until none are left, `max_batches` ran, or processing is paused."""
+def drain(
+    db: Database,
+    queue: EventQueue,
+    batch_size: int,
+    max_batches: int | None = None,
+    fetching: Fetching | None = None,
+) -> DrainResult:
+    """Process queued events in batches until none are left, `max_batches` ran, or processing is paused.
+
+    :param fetching: Stripe API access to complete snapshots first (processing/enrich.py).
+    """
     queue.take_ticket()
     result = DrainResult()
     while max_batches is None or result.batches < max_batches:
-        claimed = _drain_batch(db, queue, batch_size)
+        claimed = _drain_batch(db, queue, batch_size, fetching)
         if claimed is _PAUSED:
             result.paused = True
             break
         if claimed is None:
             break
         result.batches += 1
-        ok_ids, failed_ids = claimed
+        ok_ids, failed_ids, deferred = claimed
         result.processed += len(ok_ids)
+        for event_id, decision in deferred:
+            schedule(queue, event_id, delay=decision.delay or 0, retries_left=decision.retries_left)
+            result.failed.append(event_id)
         for event_id in failed_ids:
-            if attempt_in_drain(db, queue, event_id):
+            if attempt_in_drain(db, queue, event_id, fetching):
                 result.processed += 1
             else:
                 result.failed.append(event_id)
@@ -71,11 +89,17 @@ def drain(db: Database, queue: EventQueue, batch_size: int, max_batches: int | N
 _PAUSED = "paused"
 
 
-def _drain_batch(db: Database, queue: EventQueue, batch_size: int):
-    """One transaction over a batch. Returns (processed ids, ids to try one by one), None when
-    nothing is queued, or _PAUSED (checked in the batch's transaction, before claiming)."""
+Claimed = tuple[list[str], list[str], list[tuple[str, RetryDecision]]]
+
+
+def _drain_batch(db: Database, queue: EventQueue, batch_size: int, fetching: Fetching | None):
+    """One transaction over a batch. Returns (processed ids, ids to try one by one, events whose
+    fetch from Stripe failed with their retry delay), None when nothing is queued, or _PAUSED
+    (checked in the batch's transaction, before claiming). A failed fetch is recorded in the
+    batch's own transaction, so its event cannot be lost between the commit and its retry."""
     started = time.perf_counter()
     ids: list[str] = []
+    deferred: list[tuple[str, RetryDecision]] = []
     with db.sessions() as session:
         try:
             with session.begin():
@@ -95,6 +119,10 @@ def _drain_batch(db: Database, queue: EventQueue, batch_size: int):
                 # winning snapshot of each invoice is copied into its row; older ones just merge
                 # what they say about status history.
                 parsed.sort(key=lambda p: (p[0].object_id or "", -(p[1].get("created") or 0), p[0].id))
+                if fetching is not None:
+                    parsed, deferred = _enrich(session, fetching, parsed, queue)
+                    rows = [row for row, _ in parsed]
+                    ids = [row.id for row in rows]
                 events = [event for _, event in parsed]
                 locks.lock_related_rows(session, events)
                 for event in events:
@@ -110,11 +138,31 @@ def _drain_batch(db: Database, queue: EventQueue, batch_size: int):
             logger.warning(
                 "batch of %d failed (%s); processing its events one by one", len(ids), type(exc).__name__
             )
-            return [], ids
+            return [], ids, []
     elapsed_ms = (time.perf_counter() - started) * 1000 / max(len(ids), 1)
     for event_id, event_type, attempt in summaries:
         log_outcome(event_id, event_type, "processed", elapsed_ms, attempt)
-    return ids, []
+    return ids, [], deferred
+
+
+def _enrich(session: Session, fetching: Fetching, parsed: Parsed, queue: EventQueue):
+    """Complete each snapshot from Stripe; an event whose fetch fails leaves the batch to retry later."""
+    enricher = fetching.enricher()
+    kept: Parsed = []
+    deferred: list[tuple[str, RetryDecision]] = []
+    for row, event in parsed:
+        try:
+            kept.append((row, enricher.enrich(session, event)))
+        except StripeAPIError as exc:
+            decision = honour_retry_after(queue.retry_policy.after_failure(row.retries_left), exc)
+            error = f"{type(exc).__name__}: {exc}"
+            next_at = utcnow() + timedelta(seconds=decision.delay) if decision.delay is not None else None
+            eventlog.record_failure(session, row.id, error, next_at, decision.retries_left)
+            outcome = "retrying" if decision.retrying else "failed"
+            attempt = (row.attempts or 0) + 1
+            log_outcome(row.id, row.type, outcome, None, attempt, error=error, retry_in=decision.delay)
+            deferred.append((row.id, decision))
+    return kept, deferred
 
 
 def _invite_helper(queue: EventQueue) -> None:

@@ -1,7 +1,7 @@
 """Backfill the event log from Stripe's Events API (GET /v1/events, kept by Stripe for 30 days).
 
-Plain `requests` rather than the SDK: we want the raw event JSON (never StripeObjects), and a
-retry policy for 429s, which the SDK only retries when Stripe says `Stripe-Should-Retry: true`.
+Through processing/stripe_client.py, the one client for Stripe's API (raw JSON, the shared
+request budget, one retry policy); see docs/design.md §7.
 """
 
 from __future__ import annotations
@@ -16,33 +16,29 @@ from datetime import UTC, datetime, timedelta
 import requests
 import sqlalchemy as sa
 
-from webhook_service.core.errors import ServiceError
+from webhook_service.core.errors import StripeAPIError
 from webhook_service.core.models import EventStatus, StripeEvent
 from webhook_service.processing import eventlog
 from webhook_service.processing.db import Database
 from webhook_service.processing.envelope import parse_envelope
 from webhook_service.processing.queue import EventQueue
+from webhook_service.processing.stripe_budget import RequestBudget
+from webhook_service.processing.stripe_client import StripeClient
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_API_BASE = "https://api.stripe.com"
 #: Stripe lists events going back 30 days.
 RETENTION = timedelta(days=30)
-#: The list endpoint's maximum page size.
+#: Events recorded per database round trip.
 PAGE_SIZE = 100
 #: The list endpoint accepts at most this many `types[]`.
 MAX_TYPES_PER_REQUEST = 20
-#: Attempts per page before giving up; waits double from 1 s (or follow Retry-After), capped.
+#: Attempts per page before the command gives up, and the longest sleep between two (Retry-After
+#: included): an operator can wait longer than a worker (stripe_client.MAX_ATTEMPTS, MAX_SLEEP_SECONDS).
 MAX_ATTEMPTS = 6
 MAX_WAIT_SECONDS = 30.0
-REQUEST_TIMEOUT_SECONDS = 30
 
-
-class StripeAPIError(ServiceError):
-    """Stripe answered with an error we should not retry, or kept failing."""
-
-    status_code = 502
-    code = "stripe_api_error"
+__all__ = ["StripeAPIError", "StripeEventsClient", "resync", "ResyncReport"]
 
 
 @dataclass
@@ -61,7 +57,10 @@ class ResyncReport:
 
 
 class StripeEventsClient:
-    """Pages through GET /v1/events with rate-limit-aware retries."""
+    """Pages through GET /v1/events with the one Stripe client (its budget and retry policy).
+
+    An operator's resync may wait longer for Stripe than a worker: more attempts, longer sleeps.
+    """
 
     def __init__(
         self,
@@ -69,70 +68,24 @@ class StripeEventsClient:
         api_base: str | None = None,
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        budget: RequestBudget | None = None,
     ):
-        self.api_key = api_key
-        self.api_base = (api_base or DEFAULT_API_BASE).rstrip("/")
-        self.session = session or requests.Session()
-        self.sleep = sleep
+        self.client = StripeClient(
+            api_key,
+            api_base,
+            budget=budget,
+            session=session,
+            sleep=sleep,
+            max_attempts=MAX_ATTEMPTS,
+            max_sleep=MAX_WAIT_SECONDS,
+        )
 
     def iter_events(self, since: datetime, types: Sequence[str]) -> Iterator[dict]:
         """Every event created at or after `since` of the given types, newest first."""
         for start in range(0, max(len(types), 1), MAX_TYPES_PER_REQUEST):
             chunk = list(types[start : start + MAX_TYPES_PER_REQUEST])
-            starting_after = None
-            while True:
-                params: list[tuple[str, str]] = [
-                    ("created[gte]", str(int(since.timestamp()))),
-                    ("limit", str(PAGE_SIZE)),
-                ]
-                params += [("types[]", t) for t in chunk]
-                if starting_after:
-                    params.append(("starting_after", starting_after))
-                page = self._get("/v1/events", params)
-                data = page.get("data") or []
-                yield from data
-                if not page.get("has_more") or not data:
-                    break
-                starting_after = data[-1]["id"]
-
-    def _get(self, path: str, params: list[tuple[str, str]]) -> dict:
-        wait = 1.0
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            try:
-                response = self.session.get(
-                    self.api_base + path,
-                    params=params,
-                    headers={"Authorization": f"Bearer {self.api_key}"},
-                    timeout=REQUEST_TIMEOUT_SECONDS,
-                )
-            except requests.RequestException as exc:
-                reason = f"{type(exc).__name__}"
-                should_retry = True
-            else:
-                if response.status_code == 200:
-                    return response.json()
-                reason = f"HTTP {response.status_code}: {_error_message(response)}"
-                hint = response.headers.get("Stripe-Should-Retry")
-                if hint is not None:
-                    should_retry = hint == "true"
-                else:
-                    should_retry = response.status_code in (409, 429) or response.status_code >= 500
-                retry_after = response.headers.get("Retry-After")
-                if retry_after and retry_after.isdigit():
-                    wait = max(wait, float(retry_after))
-            if not should_retry or attempt == MAX_ATTEMPTS:
-                raise StripeAPIError(f"Stripe Events API failed after {attempt} attempt(s): {reason}")
-            logger.warning("Stripe Events API: %s; retrying in %.1fs (attempt %d)", reason, wait, attempt)
-            self.sleep(wait)
-            wait = min(wait * 2, MAX_WAIT_SECONDS)
-        raise AssertionError("unreachable")
-
-
-def _error_message(response: requests.Response) -> str:
-    try:
-        return response.json()["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        return response.reason or "error"
+            params = [("created[gte]", str(int(since.timestamp())))] + [("types[]", t) for t in chunk]
+            yield from self.client.list_all("/v1/events", params)
 
 
 def resync(

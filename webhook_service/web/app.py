@@ -12,6 +12,7 @@ from webhook_service.core.config import Config, load_config
 from webhook_service.core.logging_setup import configure_logging
 from webhook_service.processing.bounded import DatabaseTimeouts
 from webhook_service.processing.db import create_database
+from webhook_service.processing.enrich import build_fetching
 from webhook_service.processing.intake import Intake
 from webhook_service.processing.queue import create_queue
 from webhook_service.web import api, error_handlers, health, metrics, receiver, services
@@ -48,6 +49,7 @@ def create_app(config: Config | None = None) -> Flask:
             db=database,
             queue=queue,
             intake=Intake(database.engine, queue, max_inside=config.web_threads - 1),
+            fetching=build_fetching(config, queue.connection),
         ),
     )
     app.register_blueprint(receiver.bp)

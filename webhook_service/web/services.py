@@ -1,4 +1,4 @@
-"""The per-app bundle of clients (config, database, queue), kept in `app.extensions`."""
+"""The per-app bundle of clients (config, database, queue, Stripe), kept in `app.extensions`."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from flask import Flask, current_app
 
 from webhook_service.core.config import Config
 from webhook_service.processing.db import Database
+from webhook_service.processing.enrich import Fetching
 from webhook_service.processing.intake import Intake
 from webhook_service.processing.queue import EventQueue
 
@@ -22,6 +23,8 @@ class Services:
     db: Database
     queue: EventQueue
     intake: Intake
+    #: Stripe API access for the worker and resync; None without STRIPE_API_KEY.
+    fetching: Fetching | None = None
 
 
 def init_app(app: Flask, services: Services) -> None:

@@ -1,0 +1,164 @@
+"""Which snapshot of an object is newest when `created` (whole seconds) cannot tell.
+
+A row keeps the snapshot with the greatest *prefix* (status rank, the second it was observed,
+signs of progress). Snapshots whose prefixes tie are told apart by evidence, never by event id:
+one whose `previous_attributes` equal another's values records the change away from it, so it
+came after it. The winner of a tie is computed from every logged snapshot with that prefix, so
+it depends on the set of events, not on the order they were processed in. Where the evidence
+leaves several candidates, the worker (with an API key) fetches the object, which then outranks
+them as a later observation (`FETCHED_AT`); without a key, the candidate with the greatest content
+hash wins: arbitrary, but the same in any delivery order (docs/design.md §4).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from webhook_service.core.models import EventStatus, StripeEvent
+
+#: Set by the worker on an event whose `data.object` it fetched from Stripe: the Unix second of the
+#: fetch. The snapshot is then an observation of that second, not of the event's `created`.
+FETCHED_AT = "_fetched_at"
+
+PrefixOf = Callable[[dict], str]
+
+
+def observed_second(event: dict) -> int:
+    """The second a snapshot shows the object at: the fetch's, else the event's `created`."""
+    for value in (event.get(FETCHED_AT), event.get("created")):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return 0
+
+
+def came_after(later: dict, earlier: dict) -> bool:
+    """True when `later` records a change away from `earlier`'s values (its previous_attributes)."""
+    previous = (later.get("data") or {}).get("previous_attributes")
+    if not isinstance(previous, dict) or not previous:
+        return False
+    before, after = earlier["data"]["object"], later["data"]["object"]
+    return _matches(previous, before) and not _matches(previous, after)
+
+
+def _matches(previous: dict, obj) -> bool:
+    if not isinstance(obj, dict):
+        return False
+    for key, value in previous.items():
+        if isinstance(value, dict) and isinstance(obj.get(key), dict):
+            if not _matches(value, obj[key]):
+                return False
+        elif obj.get(key) != value:
+            return False
+    return True
+
+
+def _depths(snapshots: list[dict]) -> list[int]:
+    """Length of the longest evidence chain ending at each snapshot (mutual evidence is ignored)."""
+    n = len(snapshots)
+    after = [
+        [j for j in range(n) if j != i and came_after(snapshots[i], snapshots[j])
+         and not came_after(snapshots[j], snapshots[i])]
+        for i in range(n)
+    ]  # fmt: skip
+    memo: dict[int, int] = {}
+
+    def depth(i: int, path: frozenset[int]) -> int:
+        if i in memo:
+            return memo[i]
+        result = max((1 + depth(j, path | {i}) for j in after[i] if j not in path), default=0)
+        memo[i] = result
+        return result
+
+    return [depth(i, frozenset()) for i in range(n)]
+
+
+def content_hash(event: dict) -> str:
+    """A digest of the snapshot itself (key order does not matter)."""
+    return hashlib.sha256(orjson.dumps(event["data"]["object"], option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def newest(snapshots: list[dict]) -> dict:
+    """The newest of snapshots whose prefixes tie: by evidence, then by content.
+
+    The event id only orders snapshots with identical content (Stripe's duplicate Event objects),
+    so it decides which id is recorded as the source, never what is mirrored.
+    """
+    depths = _depths(snapshots)
+    return max(zip(depths, snapshots, strict=True), key=lambda d: (d[0], content_hash(d[1]), d[1]["id"]))[1]
+
+
+def is_settled(snapshots: list[dict]) -> bool:
+    """True when evidence alone names the newest (or every candidate shows the same object)."""
+    if len(snapshots) < 2:
+        return True
+    depths = _depths(snapshots)
+    top = max(depths)
+    candidates = {content_hash(s) for s, d in zip(snapshots, depths, strict=True) if d == top}
+    return len(candidates) == 1
+
+
+def key_prefix(key: str | None) -> str:
+    """The comparable part of a stored version key (`<prefix>.<event id>`)."""
+    return (key or "").rsplit(".", 1)[0] if key else ""
+
+
+def same_prefix_snapshots(session: Session, event: dict, family: str, prefix_of: PrefixOf) -> list[dict]:
+    """Every logged snapshot of this event's object with its prefix, with the event itself in it.
+
+    Reads the event log (the durable copy of every accepted event), so events of the same
+    second in other batches, processed or not, take part; only events of that second are read.
+    """
+    obj_id = event["data"]["object"].get("id")
+    created = event.get("created")
+    if not isinstance(obj_id, str) or not isinstance(created, int) or isinstance(created, bool):
+        return [event]
+    cache = session.info.setdefault("same_second_snapshots", {})
+    key = (family, obj_id, created)
+    if key not in cache:  # one read per object and second in a transaction (a batch shares it)
+        cache[key] = [
+            orjson.loads(payload)
+            for (payload,) in session.execute(
+                sa.select(StripeEvent.payload).where(
+                    StripeEvent.object_id == obj_id,
+                    StripeEvent.created == datetime.fromtimestamp(created, UTC),
+                    StripeEvent.type.like(f"{family}.%"),
+                    StripeEvent.status != EventStatus.FAILED.value,  # malformed ones never take part
+                )
+            )
+        ]
+    prefix = prefix_of(event)
+    others = [e for e in cache[key] if e.get("id") != event["id"] and prefix_of(e) == prefix]
+    return [event, *others]
+
+
+def winner(
+    session: Session, event: dict, stored_key: str | None, family: str, prefix_of: PrefixOf
+) -> tuple[dict, str] | None:
+    """What the row should hold after `event`: (snapshot, its version key), or None to keep the row.
+
+    A greater prefix wins outright; a smaller one loses. On a tie the newest logged snapshot of that
+    prefix wins, which may be the stored one (None), this event, or another logged event.
+    """
+    prefix = prefix_of(event)
+    stored = key_prefix(stored_key)
+    if prefix < stored:
+        return None
+    if prefix > stored or event.get(FETCHED_AT) is not None:
+        return event, f"{prefix}.{event['id']}"
+    group = same_prefix_snapshots(session, event, family, prefix_of)
+    stored_id = stored_key.rsplit(".", 1)[-1] if stored_key else None
+    if stored_id and stored_id != event["id"] and all(e["id"] != stored_id for e in group):
+        # The row's snapshot is not in the log (pruned, or applied without it): it stays unless
+        # this one records a change, the only evidence left.
+        changed = (event.get("data") or {}).get("previous_attributes")
+        return (event, f"{prefix}.{event['id']}") if changed else None
+    best = newest(group)
+    if best["id"] != event["id"] and best["id"] == stored_id:
+        return None  # the row already holds the newest
+    return best, f"{prefix}.{best['id']}"

@@ -1,0 +1,181 @@
+"""A small fake of Stripe's API over real HTTP, for what localstripe does not serve.
+
+localstripe (tests/test_localstripe.py) serves invoices, their first page of lines, customers and
+events, but refuses `starting_after` on invoice lines and has no prices, no credit notes and no
+429s. This server holds objects put in by the test and serves them as Stripe's list and retrieve
+endpoints would (10 embedded lines with `has_more`, pages of `limit` after `starting_after`),
+answers scripted failures (429 with `Retry-After`, 500) and records every request.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl, urlsplit
+
+#: How many lines Stripe embeds in an invoice or credit note it returns.
+EMBEDDED_LINES = 10
+
+
+@dataclass
+class Failure:
+    """Answer the next `times` requests whose path starts with `prefix` with this status."""
+
+    prefix: str
+    status: int
+    times: int
+    retry_after: str | None = None
+    should_retry: str | None = None
+
+
+@dataclass
+class Recorded:
+    path: str
+    params: list[tuple[str, str]]
+    headers: dict[str, str]
+    status: int = 0
+
+
+@dataclass
+class FakeState:
+    objects: dict[str, dict] = field(default_factory=dict)  # "/v1/invoices/in_1" → object
+    lines: dict[str, list[dict]] = field(default_factory=dict)  # "/v1/invoices/in_1/lines" → all lines
+    events: list[dict] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    requests: list[Recorded] = field(default_factory=list)
+    api_key: str = "sk_test_fake"
+    #: Like Stripe's limiter: more than this many requests in any one second get a 429.
+    limit_per_second: int | None = None
+    granted: list[float] = field(default_factory=list)
+    rate_limited: int = 0
+
+
+class FakeStripe:
+    """Start with `with FakeStripe() as fake:`; `fake.url` is the API base."""
+
+    def __init__(self):
+        self.state = FakeState()
+        self.lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> FakeStripe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+    # ---- what the test puts in ---------------------------------------------------------
+    def put_invoice(self, invoice: dict, lines: list[dict] | None = None) -> None:
+        """Store an invoice; `lines` is its full list (default: the lines it carries)."""
+        self._put("invoices", invoice, lines)
+
+    def put_credit_note(self, note: dict, lines: list[dict] | None = None) -> None:
+        self._put("credit_notes", note, lines)
+
+    def put(self, kind: str, obj: dict) -> None:
+        with self.lock:
+            self.state.objects[f"/v1/{kind}/{obj['id']}"] = copy.deepcopy(obj)
+
+    def fail(self, prefix: str, status: int, times: int = 1, retry_after=None, should_retry=None) -> None:
+        with self.lock:
+            self.state.failures.append(Failure(prefix, status, times, retry_after, should_retry))
+
+    def paths(self) -> list[str]:
+        with self.lock:
+            return [r.path for r in self.state.requests]
+
+    def _put(self, kind: str, obj: dict, lines: list[dict] | None) -> None:
+        path = f"/v1/{kind}/{obj['id']}"
+        full = copy.deepcopy(lines if lines is not None else (obj.get("lines") or {}).get("data") or [])
+        with self.lock:
+            self.state.objects[path] = copy.deepcopy(obj)
+            self.state.lines[path + "/lines"] = full
+
+    # ---- what the server answers -------------------------------------------------------
+    def answer(self, path: str, params: list[tuple[str, str]]) -> tuple[int, dict, dict]:
+        with self.lock:
+            if self.state.limit_per_second is not None:
+                now = time.monotonic()
+                recent = [t for t in self.state.granted if t > now - 1.0]
+                if len(recent) >= self.state.limit_per_second:
+                    self.state.rate_limited += 1
+                    return 429, {"error": {"message": "Too many requests hit the API too quickly."}}, {}
+                self.state.granted = recent + [now]
+            for failure in self.state.failures:
+                if failure.times > 0 and path.startswith(failure.prefix):
+                    failure.times -= 1
+                    headers = {}
+                    if failure.retry_after is not None:
+                        headers["Retry-After"] = failure.retry_after
+                    if failure.should_retry is not None:
+                        headers["Stripe-Should-Retry"] = failure.should_retry
+                    return failure.status, {"error": {"message": "scripted failure"}}, headers
+            query = dict(params)
+            if path in self.state.lines:
+                return 200, _page(path, self.state.lines[path], query), {}
+            if path == "/v1/events":
+                return 200, _page(path, self.state.events, query), {}
+            obj = self.state.objects.get(path)
+            if obj is None:
+                return 404, {"error": {"message": f"No such object: {path.rsplit('/', 1)[-1]}"}}, {}
+            obj = copy.deepcopy(obj)
+            if path + "/lines" in self.state.lines:
+                full = self.state.lines[path + "/lines"]
+                obj["lines"] = _page(path + "/lines", full, {"limit": str(EMBEDDED_LINES)})
+            return 200, obj, {}
+
+
+def _page(url: str, items: list[dict], query: dict) -> dict:
+    limit = int(query.get("limit", "10"))
+    start = 0
+    if "starting_after" in query:
+        ids = [item["id"] for item in items]
+        start = ids.index(query["starting_after"]) + 1
+    data = items[start : start + limit]
+    return {
+        "object": "list",
+        "url": url,
+        "has_more": start + limit < len(items),
+        "data": copy.deepcopy(data),
+        "total_count": len(items),
+    }
+
+
+def _handler_for(fake: FakeStripe):
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's naming
+            parts = urlsplit(self.path)
+            params = parse_qsl(parts.query, keep_blank_values=True)
+            record = Recorded(parts.path, params, dict(self.headers.items()))
+            with fake.lock:
+                fake.state.requests.append(record)
+            if self.headers.get("Authorization") != f"Bearer {fake.state.api_key}":
+                status, body, headers = 401, {"error": {"message": "Invalid API Key provided"}}, {}
+            else:
+                status, body, headers = fake.answer(parts.path, params)
+            record.status = status
+            payload = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):  # keep test output quiet
+            pass
+
+    return Handler
