@@ -14,7 +14,8 @@ from webhook_service.web.services import get_services
 def drain_events() -> dict:
     """Process queued events from the event log until it has none left."""
     services = get_services()
-    return drain.drain(services.db, services.queue, services.config.drain_batch_size).as_dict()
+    batch_size = services.config.drain_batch_size
+    return drain.drain(services.db, services.queue, batch_size, fetching=services.fetching).as_dict()
 
 
 def process_event(event_id: str) -> str:

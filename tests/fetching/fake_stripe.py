@@ -52,6 +52,8 @@ class FakeState:
     limit_per_second: int | None = None
     granted: list[float] = field(default_factory=list)
     rate_limited: int = 0
+    #: Seconds each answer takes (Stripe's own take tens to hundreds of milliseconds).
+    latency: float = 0.0
 
 
 class FakeStripe:
@@ -161,6 +163,8 @@ def _handler_for(fake: FakeStripe):
             record = Recorded(parts.path, params, dict(self.headers.items()))
             with fake.lock:
                 fake.state.requests.append(record)
+            if fake.state.latency:
+                time.sleep(fake.state.latency)
             if self.headers.get("Authorization") != f"Bearer {fake.state.api_key}":
                 status, body, headers = 401, {"error": {"message": "Invalid API Key provided"}}, {}
             else:
