@@ -148,3 +148,28 @@ def test_demo_outside_a_checkout_says_where_its_fixtures_are(tmp_path, monkeypat
     assert result.exit_code == 2
     [line] = [line for line in result.output.splitlines() if line.startswith("webhook-service: error:")]
     assert "fixtures/events" in line and "--fixtures DIR" in line
+
+
+def test_start_up_schema_check_agrees_with_alembic(database_url, unmigrated_database_url):
+    from webhook_service.processing.db import alembic_head, current_revision, schema_head, schema_revision
+
+    assert schema_head() == alembic_head()
+    for url in (database_url, unmigrated_database_url):
+        engine = sa.create_engine(url)
+        try:
+            assert schema_revision(engine) == current_revision(engine)
+        finally:
+            engine.dispose()
+
+
+def test_a_worker_starts_without_loading_alembic(postgresql_database_url, redis_url):
+    """Alembic (with Mako and Pygments) is for `db upgrade`; start-up checks read the schema without it."""
+    code = (
+        "import sys; from webhook_service import startup;"
+        "startup.build_app_or_exit(role='worker');"
+        "print('alembic' in sys.modules, 'mako' in sys.modules)"
+    )
+    env = _clean_env(DATABASE_URL=postgresql_database_url, REDIS_URL=redis_url)
+    result = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "False"]

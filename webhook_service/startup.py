@@ -97,8 +97,8 @@ def check_database(database: Database, url: str, *, auto_upgrade: bool = False) 
     if auto_upgrade:
         dbmod.upgrade(url)
         return
-    head = dbmod.alembic_head()
-    current = dbmod.current_revision(database.engine)
+    head = dbmod.schema_head()
+    current = dbmod.schema_revision(database.engine)
     if current != head:
         raise ConfigError(
             f"database {shown} is at migration {current or 'none'}, expected {head}: "

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config as AlembicConfig
 from sqlalchemy.orm import Session, sessionmaker
 
 from webhook_service.core.errors import ConfigError
 from webhook_service.processing.bounded import BoundedConnection, DatabaseTimeouts, answer_within
+
+if TYPE_CHECKING:  # Alembic (with Mako and Pygments) loads only to migrate: a third of a worker's start-up
+    from alembic.config import Config as AlembicConfig
 
 logger = logging.getLogger(__name__)
 
@@ -155,6 +158,8 @@ def _bound_postgres(engine: sa.Engine, timeouts: DatabaseTimeouts) -> None:
 
 def alembic_config(url: str) -> AlembicConfig:
     """An Alembic config pointing at the packaged migrations and the given database."""
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -163,6 +168,8 @@ def alembic_config(url: str) -> AlembicConfig:
 
 def upgrade(url: str, revision: str = "head") -> None:
     """Apply migrations up to `revision`, on a connection set up like the service's own."""
+    from alembic import command
+
     engine = create_database(url).engine
     try:
         with engine.connect() as connection:
@@ -189,3 +196,22 @@ def alembic_head() -> str:
     head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
     assert head is not None, "the package ships its migrations"
     return head
+
+
+#: Migration files are `NNNN_what.py` with revision "NNNN", each revising the one before (PLAN).
+_MIGRATION_FILE = re.compile(r"^(\d{4})_\w+\.py$")
+
+
+def schema_head() -> str:
+    """`alembic_head()` without loading Alembic, for start-up checks: the highest numbered
+    migration file (tests/test_startup.py checks that the two agree)."""
+    numbers = [m[1] for p in (MIGRATIONS_DIR / "versions").iterdir() if (m := _MIGRATION_FILE.match(p.name))]
+    return max(numbers)
+
+
+def schema_revision(engine: sa.Engine) -> str | None:
+    """`current_revision()` without loading Alembic: the row Alembic keeps in `alembic_version`."""
+    with engine.connect() as conn:
+        if not sa.inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
