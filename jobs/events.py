@@ -7,15 +7,31 @@ import time
 import sentry_sdk
 from rq import get_current_job
 
+from webhook_service.core.errors import error_summary
 from webhook_service.processing import attempts, drain, pause, recovery
 from webhook_service.web.services import get_services
+
+
+class JobFailed(Exception):
+    """What a job raises instead of the original error: its type and first line, no SQL.
+
+    RQ logs and stores the text of whatever a job raises, and Sentry receives it; SQLAlchemy's
+    messages end with the statement and its parameter values (customer emails and names).
+    """
+
+
+def _sanitized(exc: Exception) -> JobFailed:
+    return JobFailed(error_summary(exc)).with_traceback(exc.__traceback__)
 
 
 def drain_events() -> dict:
     """Process queued events from the event log until it has none left."""
     services = get_services()
     batch_size = services.config.drain_batch_size
-    return drain.drain(services.db, services.queue, batch_size, fetching=services.fetching).as_dict()
+    try:
+        return drain.drain(services.db, services.queue, batch_size, fetching=services.fetching).as_dict()
+    except Exception as exc:
+        raise _sanitized(exc) from None
 
 
 def process_event(event_id: str) -> str:
@@ -41,7 +57,7 @@ def process_event(event_id: str) -> str:
         if job is not None:
             job.retries_left = 1 if decision.retrying else 0  # no retry: straight to the failed registry
             job.retry_intervals = [decision.delay or 0]
-        raise
+        raise _sanitized(exc) from None
 
 
 def recover_events() -> dict:

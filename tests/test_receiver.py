@@ -218,7 +218,7 @@ def test_health_and_readiness(client):
     ready = client.get("/readyz")
     assert ready.status_code == 200
     body = ready.get_json()
-    assert (body["status"], body["checks"]) == ("ready", {"database": "ok", "redis": "ok"})
+    assert (body["status"], body["checks"]) == ("ready", {"database": "ok", "schema": "ok", "redis": "ok"})
 
 
 def test_receiver_does_not_build_stripe_objects(stripe, fixture_events, monkeypatch):

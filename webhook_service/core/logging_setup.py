@@ -5,13 +5,23 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import traceback
 from datetime import UTC, datetime
+
+from webhook_service.core.errors import error_summary
 
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
 class JsonFormatter(logging.Formatter):
     """Render a record as one JSON line; `extra={"fields": {...}}` adds structured fields."""
+
+    def formatException(self, ei) -> str:  # noqa: N802 - logging's name
+        """The traceback's frames and the error's first line: SQLAlchemy's messages carry the
+        statement and its parameter values (customer emails, names), which never go in a log."""
+        _type, error, tb = ei
+        frames = "".join(traceback.format_tb(tb))
+        return f"Traceback (most recent call last):\n{frames}{error_summary(error) if error else ''}"
 
     def format(self, record: logging.LogRecord) -> str:
         data = {
@@ -25,6 +35,8 @@ class JsonFormatter(logging.Formatter):
             data.update(fields)
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            data["exc"] = record.exc_text
         return json.dumps(data, default=str)
 
 

@@ -12,7 +12,7 @@ import redis
 import sqlalchemy as sa
 
 import handlers
-from webhook_service.core.errors import PermanentEventError
+from webhook_service.core.errors import PermanentEventError, error_summary
 from webhook_service.core.models import EventStatus, StripeEvent, utcnow
 from webhook_service.core.retry import RetryDecision, RetryPolicy
 from webhook_service.processing import eventlog, locks
@@ -69,7 +69,7 @@ def record_attempt_failure(
     A `PermanentEventError` is never retried. `started` is the attempt's `time.perf_counter()`
     start, for the log line's duration.
     """
-    error = f"{type(exc).__name__}: {exc}"
+    error = error_summary(exc)  # first line, no SQL or parameter values: operators see this
     with db.sessions() as session, session.begin():
         left = session.scalar(
             sa.select(StripeEvent.retries_left).where(StripeEvent.id == event_id).with_for_update()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sqlite3
@@ -43,6 +44,13 @@ class Database:
         """Raise if the database cannot answer a trivial query within `timeout` seconds."""
         with answer_within(timeout), self.engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
+
+    def schema_problem(self) -> str | None:
+        """What is wrong with the schema for this code (a deploy without its migration), or None."""
+        with answer_within(PING_TIMEOUT_SECONDS):
+            at = current_revision(self.engine)
+        expected = alembic_head()
+        return None if at == expected else f"database at migration {at}, this code needs {expected}"
 
     def dispose_after_fork(self) -> None:
         """Drop pooled connections inherited from a parent process without closing the parent's."""
@@ -189,6 +197,7 @@ def current_revision(engine: sa.Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+@functools.cache
 def alembic_head() -> str:
     """The newest migration revision shipped with this package."""
     from alembic.script import ScriptDirectory

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from webhook_service.core.models import EventStatus, StripeEvent, utcnow
 from webhook_service.core.sql import dialect_insert
+from webhook_service.processing.db import is_connection_error
 from webhook_service.processing.envelope import Envelope
 
 #: Statuses that mean "still owed processing".
@@ -127,6 +128,8 @@ def _insert_generic(engine: sa.Engine, rows: list[dict]) -> set[str]:
                 )
                 new_ids.update(conn.execute(stmt).scalars())
     except sa.exc.SQLAlchemyError as exc:
+        if not is_connection_error(exc):
+            raise  # a bug or schema drift: a 500 that gets reported, not a quiet 503
         raise EventLogUnavailable(type(exc).__name__) from exc
     return new_ids
 
@@ -137,7 +140,7 @@ def _insert_postgres(engine: sa.Engine, rows: list[dict]) -> set[str]:
     for attempt in (1, 2):
         try:
             pooled = engine.raw_connection()
-        except (psycopg.Error, sa.exc.DBAPIError) as exc:  # the server is down or refuses us
+        except (psycopg.Error, sa.exc.DBAPIError, sa.exc.TimeoutError) as exc:  # down, refusing, or busy
             raise EventLogUnavailable(type(exc).__name__) from exc
         conn = pooled.driver_connection
         assert isinstance(conn, psycopg.Connection)
@@ -151,6 +154,8 @@ def _insert_postgres(engine: sa.Engine, rows: list[dict]) -> set[str]:
                 if not conn.closed:
                     conn.autocommit = False  # the pool hands out transactional connections
         except psycopg.Error as exc:
+            if not is_connection_error(exc):
+                raise  # a bug or schema drift: a 500 that gets reported, not a quiet 503
             dropped = conn.closed or conn.broken
             if dropped:
                 # A pooled connection the server had dropped (restart, idle timeout): discard it and

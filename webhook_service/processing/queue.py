@@ -39,6 +39,8 @@ FAILURE_TTL_SECONDS = 30 * 24 * 3600
 REDIS_SOCKET_TIMEOUT_SECONDS = 2.0
 
 DRAIN_FUNC = "jobs.events.drain_events"
+#: Drain jobs are named this plus a random suffix (event jobs are named by their event id).
+DRAIN_JOB_PREFIX = "drain-"
 EVENT_FUNC = "jobs.events.process_event"
 _FINISHED_STATES = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
 
@@ -88,7 +90,7 @@ class EventQueue:
         """Enqueue a drain job unconditionally (recovery uses this; drains are idempotent)."""
         return self.queue.enqueue(
             DRAIN_FUNC,
-            job_id=f"drain-{uuid.uuid4().hex}",
+            job_id=f"{DRAIN_JOB_PREFIX}{uuid.uuid4().hex}",
             job_timeout=DRAIN_JOB_TIMEOUT_SECONDS,
             result_ttl=DRAIN_RESULT_TTL_SECONDS,
             failure_ttl=FAILURE_TTL_SECONDS,

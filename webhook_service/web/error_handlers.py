@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+from collections import deque
 
 import sentry_sdk
 import sqlalchemy as sa
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-from webhook_service.core.errors import ServiceError, ServiceUnavailable
+from webhook_service.core.errors import ServiceError, ServiceUnavailable, error_summary
+from webhook_service.core.models import utcnow
+from webhook_service.processing.db import is_connection_error
 
 logger = logging.getLogger(__name__)
 
@@ -55,9 +58,14 @@ def register_error_handlers(app: Flask) -> None:
         return response
 
     @app.errorhandler(sa.exc.DBAPIError)
-    def _database_error(exc: sa.exc.DBAPIError):
-        # The database refused or dropped us: the caller should retry, not report a bug.
-        logger.error("database error: %s", type(exc.orig).__name__ if exc.orig else type(exc).__name__)
+    @app.errorhandler(sa.exc.TimeoutError)
+    def _database_error(exc: Exception):
+        if not is_connection_error(exc):
+            # A statement the database refuses (schema drift after a bad deploy, a bug): a 500
+            # that is reported and shown in /readyz, never a quiet 503 that Stripe retries for days.
+            return _unexpected(exc)
+        # The database is unreachable, not answering, or out of connections: retry later.
+        logger.error("database unavailable: %s", error_summary(exc))
         return error_body(503, ServiceUnavailable.code, "Database unavailable; retry later.")
 
     @app.errorhandler(Exception)
@@ -65,5 +73,15 @@ def register_error_handlers(app: Flask) -> None:
         # A registered handler stops Flask's got_request_exception signal, which is what Sentry's
         # Flask integration listens to, so report it here. Bodies never reach Sentry (observability.py).
         sentry_sdk.capture_exception(exc)
-        logger.exception("unhandled error: %s", type(exc).__name__)
+        logger.exception("unhandled error: %s", error_summary(exc))
+        _recent.append({"at": utcnow().isoformat(timespec="seconds"), "error": error_summary(exc)})
         return error_body(500, "internal_error", "Internal error; it has been logged.")
+
+
+#: The last internal errors of this process, for /readyz (a bad deploy shows there at once).
+_recent: deque[dict[str, str]] = deque(maxlen=5)
+
+
+def recent_internal_errors() -> list[dict[str, str]]:
+    """The last few 500s of this process: when, and the error's first line."""
+    return list(_recent)

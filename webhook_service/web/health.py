@@ -8,6 +8,7 @@ from rq.registry import FailedJobRegistry
 
 from webhook_service.core.models import EventStatus, StripeEvent
 from webhook_service.processing import eventlog, pause
+from webhook_service.web import error_handlers
 from webhook_service.web.services import get_services
 
 bp = Blueprint("health", __name__)
@@ -37,6 +38,11 @@ def readyz():
             checks[name] = "ok"
         except Exception as exc:  # noqa: BLE001 - any failure means not ready; the type says which
             checks[name] = f"unavailable ({type(exc).__name__})"
+    if checks["database"] == "ok":
+        try:
+            checks["schema"] = services.db.schema_problem() or "ok"
+        except Exception as exc:  # noqa: BLE001 - reported as the check's outcome
+            checks["schema"] = f"unknown ({type(exc).__name__})"
     down = [name for name, value in checks.items() if value not in ("ok", EMBEDDED_QUEUE)]
     ready = not down
     body = {"status": "ready" if ready else "unavailable", "checks": checks}
@@ -58,6 +64,11 @@ def readyz():
         }
         # Paused is still ready: the receiver keeps recording; drains wait for `resume`.
         body["processing"] = pause.get_state(services.db).as_dict()
+    errors = error_handlers.recent_internal_errors()
+    if errors:  # a bad deploy shows here at once: the last 500s of this process
+        body["recent_errors"] = errors
     if not ready:
         body["message"] = f"Not ready: {', '.join(down)} unreachable."
+        if "schema" in down:
+            body["message"] = f"Not ready: {', '.join(down)} unavailable or wrong ({checks['schema']})."
     return body, 200 if ready else 503
