@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 LOCK := requirements.lock
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --constraint $(LOCK)
 
-.PHONY: demo test test-fast typecheck install install-test install-dev lint lock lock-upgrade fixtures
+.PHONY: demo test test-fast typecheck install install-test install-dev lint lock lock-upgrade fixtures run
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -56,3 +56,11 @@ lock-upgrade: install-dev
 
 fixtures: install
 	$(BIN)/python fixtures/make_fixtures.py
+
+## A local production-shaped stack on PostgreSQL and Redis, configured by .env (start from .env.example):
+## migrate, then the Procfile's web (gunicorn), worker and scheduler under honcho, one log stream.
+run: install
+	@test -f .env || { echo "make run: no .env here; start from the example: cp .env.example .env" >&2; exit 2; }
+	$(PIP_INSTALL) -e '.[embedded,run]'
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho run webhook-service db upgrade
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start web worker scheduler

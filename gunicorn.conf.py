@@ -3,7 +3,19 @@
 import multiprocessing
 import os
 
-bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+
+def _bind(environ) -> str:
+    """BIND (e.g. 127.0.0.1:8000, 0.0.0.0:80, unix:/run/web.sock) wins; else a platform's PORT
+    (Heroku and the like route to it from outside, so every interface); else 127.0.0.1:8000, so a
+    development machine does not offer the receiver to its whole network."""
+    if environ.get("BIND", "").strip():
+        return environ["BIND"].strip()
+    if environ.get("PORT", "").strip():
+        return f"0.0.0.0:{environ['PORT'].strip()}"
+    return "127.0.0.1:8000"
+
+
+bind = _bind(os.environ)
 #: One process per core: a process runs Python on one core at a time anyway, and fewer, fuller
 #: processes make larger groups for the intake's group commit (docs/benchmarks.md: 2x8 beat 4x4).
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count()))

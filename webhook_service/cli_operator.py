@@ -1,7 +1,8 @@
-"""Operator commands: pause, resume and the audit trail (registered on the `webhook-service` group)."""
+"""Operator commands: pause, resume, the audit trail and send (registered on the `webhook-service` group)."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 import click
@@ -70,10 +71,16 @@ def audit_command(action, by, since, until, limit: int, as_json: bool) -> None:
         services.db, limit=limit, action=action, actor=by, since=since, until=until
     )
     table = [
-        {"id": r.id, "at": r.at, "actor": r.actor, "action": r.action, "parameters": r.parameters,
-         "result": r.result}
+        {
+            "id": r.id,
+            "at": r.at,
+            "actor": r.actor,
+            "action": r.action,
+            "parameters": r.parameters,
+            "result": r.result,
+        }
         for r in rows
-    ]  # fmt: skip
+    ]
     if as_json:
         print_table(table, (), as_json=True)
         return
@@ -97,4 +104,79 @@ def _shown(shown: int, total: int) -> str:
     return f"{total} in all." if shown == total else f"Showing {shown} of {total}; use --limit to see more."
 
 
-COMMANDS = (pause_command, resume_command, audit_command)
+@click.command("send")
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--type",
+    "types",
+    multiple=True,
+    help="Send a new event of this type (fresh id, created now), built from its newest fixture; repeatable.",
+)
+@click.option(
+    "--url",
+    default="http://127.0.0.1:8000/webhooks/stripe",
+    show_default=True,
+    help="The receiver's webhook URL.",
+)
+@click.option("--secret", help="Signing secret (whsec_…); default: the first of STRIPE_WEBHOOK_SECRETS.")
+@click.option(
+    "--fixtures",
+    "fixtures_dir",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="Where --type finds its templates (default: the repository's fixtures/events).",
+)
+def send_command(files, types, url: str, secret: str | None, fixtures_dir: str | None) -> None:
+    """Sign events as Stripe does and POST them to a running receiver (FILE… and/or --type T).
+
+    Exits 1 if any delivery was not answered 2xx.
+    """
+    import os
+    from pathlib import Path
+
+    import requests
+
+    from webhook_service import send
+    from webhook_service.core.config import parse_secrets
+    from webhook_service.core.errors import ConfigError
+
+    if not files and not types:
+        raise click.UsageError("name fixture files, or --type EVENT_TYPE")
+    if secret is None:
+        try:
+            configured = parse_secrets(os.environ.get("STRIPE_WEBHOOK_SECRETS"))
+        except ConfigError as exc:
+            raise click.UsageError(str(exc)) from None
+        if not configured:
+            raise click.UsageError("no secret: pass --secret whsec_… or set STRIPE_WEBHOOK_SECRETS")
+        secret = configured[0]
+    bodies = [Path(path).read_bytes() for path in files]
+    if types:
+        from webhook_service.demo import DEFAULT_FIXTURES
+
+        where = Path(fixtures_dir) if fixtures_dir else DEFAULT_FIXTURES
+        try:
+            bodies += [json.dumps(send.generate(t, where)).encode() for t in types]
+        except LookupError as exc:
+            raise click.UsageError(str(exc)) from None
+    for body in bodies[: len(files)]:
+        try:
+            json.loads(body)
+        except ValueError:
+            raise click.UsageError("a file is not JSON: send takes Stripe event JSON files") from None
+    try:
+        sent = send.send_all(url, secret, bodies)
+    except requests.RequestException as exc:
+        raise click.ClickException(
+            f"cannot reach {url} ({type(exc).__name__}); is the receiver running (`make run`, "
+            "`webhook-service serve`)?"
+        ) from None
+    for item in sent:
+        click.echo(f"{item.status}  {item.event_id}  {item.event_type}  {item.body.strip()[:200]}")
+    bad = [item for item in sent if not 200 <= item.status < 300]
+    click.echo(f"Sent {len(sent)} events; {len(sent) - len(bad)} accepted.")
+    if bad:
+        raise SystemExit(1)
+
+
+COMMANDS = (pause_command, resume_command, audit_command, send_command)

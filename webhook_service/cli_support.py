@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import click
 
 from webhook_service import startup
+from webhook_service.core.errors import error_summary
 
 if TYPE_CHECKING:  # commands load the app stack when they run, not at import (fast `--help`)
     from flask import Flask
@@ -142,3 +143,11 @@ def follow(total: int, done: Callable[[], int], *, label: str, stalled_after: fl
         if bar is not None:
             bar.__exit__(None, None, None)
     return last
+
+
+def error_first_line(error: str | None, width: int = 100) -> str | None:
+    """A stored error for a list: its first line without SQL or values (error_summary), cut to `width`."""
+    if not error:
+        return None
+    first = error_summary(error)
+    return first if len(first) <= width else first[: width - 1] + "…"

@@ -48,6 +48,8 @@ class Config:
     drain_batch_size: int = 500
     retry_intervals: tuple[int, ...] = DEFAULT_RETRY_INTERVALS
     sweep_time_utc: str = "06:00"
+    #: Processed and ignored events older than this many days are pruned daily (processing/retention.py).
+    event_retention_days: int = 90
     entity_type_metadata_key: str = "entity_type"
     entity_id_metadata_key: str = "portal_entity_id"
     log_level: str = "INFO"
@@ -149,6 +151,26 @@ def _parse_sweep_time(raw: str | None) -> str:
     return value
 
 
+#: The shortest retention: the event log must cover Stripe's 30-day Events API window, or a
+#: redelivery or `resync` of a pruned event would be recorded and processed again.
+MIN_RETENTION_DAYS = 30
+
+
+def _retention_days(raw: str | None) -> int:
+    if raw is None or raw.strip() == "":
+        return 90
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"EVENT_RETENTION_DAYS must be a whole number of days, got {raw!r}") from None
+    if value < MIN_RETENTION_DAYS:
+        raise ConfigError(
+            f"EVENT_RETENTION_DAYS must be at least {MIN_RETENTION_DAYS} (Stripe's Events API window, so "
+            f"that redeliveries and resync are recognised as already handled), got {raw!r}"
+        )
+    return value
+
+
 def load_config(environ: Mapping[str, str], *, demo: bool = False) -> Config:
     """Read and validate the service configuration from an environment mapping."""
     mode = (environ.get("STRIPE_ACCEPT_MODE") or "any").strip().lower()
@@ -182,6 +204,7 @@ def load_config(environ: Mapping[str, str], *, demo: bool = False) -> Config:
         drain_batch_size=batch,
         retry_intervals=_parse_intervals(environ.get("EVENT_RETRY_INTERVALS")),
         sweep_time_utc=_parse_sweep_time(environ.get("PAST_DUE_SWEEP_TIME")),
+        event_retention_days=_retention_days(environ.get("EVENT_RETENTION_DAYS")),
         entity_type_metadata_key=(environ.get("ENTITY_TYPE_METADATA_KEY") or "entity_type").strip(),
         entity_id_metadata_key=(environ.get("ENTITY_ID_METADATA_KEY") or "portal_entity_id").strip(),
         log_level=(environ.get("LOG_LEVEL") or "INFO").upper(),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import traceback
 from datetime import timedelta
 
 import orjson
@@ -81,7 +82,9 @@ def record_attempt_failure(
             decision = honour_retry_after(decision, exc)
         retry_in = decision.delay
         next_at = utcnow() + timedelta(seconds=retry_in) if retry_in is not None else None
-        eventlog.record_failure(session, event_id, error, next_at, decision.retries_left)
+        eventlog.record_failure(
+            session, event_id, error, next_at, decision.retries_left, traceback=traceback_of(exc)
+        )
         row = session.get(StripeEvent, event_id)
         event_type, attempts = (row.type, row.attempts) if row else ("?", 0)
     outcome = "retrying" if retry_in is not None else "failed"
@@ -96,6 +99,28 @@ def honour_retry_after(decision: RetryDecision, exc: BaseException) -> RetryDeci
     if not decision.retrying or not isinstance(asked, int | float):
         return decision
     return RetryDecision(delay=max(decision.delay or 0, math.ceil(asked)), retries_left=decision.retries_left)
+
+
+#: Frames kept per exception: the innermost ones, where the handler failed.
+TRACEBACK_FRAMES = 30
+
+
+def traceback_of(exc: BaseException) -> str:
+    """Where `exc` happened, safe to store and show: each frame's file, line, function and source
+    line, and the exception types of the chain. No messages, no local values, no SQL or parameters
+    (a message can quote customer data; `last_error` keeps the first line for operators)."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        frames = traceback.extract_tb(current.__traceback__)[-TRACEBACK_FRAMES:]
+        lines = [f'  File "{f.filename}", line {f.lineno}, in {f.name}' for f in frames]
+        lines = [line + (f"\n    {f.line}" if f.line else "") for line, f in zip(lines, frames, strict=True)]
+        kind = type(current)
+        parts.append("\n".join(lines + [f"{kind.__module__}.{kind.__qualname__}"]))
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    return "\n\nwhile handling it, or caused by it:\n".join(reversed(parts))
 
 
 def attempt_in_drain(

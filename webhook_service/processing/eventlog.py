@@ -243,10 +243,12 @@ def record_failure(
     error: str,
     next_attempt_at: datetime | None,
     retries_left: int = 0,
+    traceback: str | None = None,
 ) -> bool:
     """Record a failed attempt in its own transaction; `next_attempt_at=None` means retries are over.
 
     `retries_left`: what the retry policy left the event after the retry scheduled at `next_attempt_at`.
+    `traceback` is where it failed, frames and exception types only (attempts.traceback_of).
 
     Guarded on status so a concurrent success is never overwritten. Returns whether a row changed.
     """
@@ -260,6 +262,7 @@ def record_failure(
             status=status,
             attempts=StripeEvent.attempts + 1,
             last_error=error[-MAX_ERROR_LENGTH:],
+            last_traceback=traceback[-MAX_ERROR_LENGTH:] if traceback else None,
             next_attempt_at=next_attempt_at,
             retries_left=retries_left if next_attempt_at else 0,
         )

@@ -13,4 +13,6 @@ def log_outcome(event_id, event_type, outcome, duration_ms, attempt, **extra) ->
     if duration_ms is not None:
         fields["duration_ms"] = round(duration_ms, 2)
     fields.update({k: v for k, v in extra.items() if v is not None})
-    logger.info("event %s", outcome, extra={"fields": fields})
+    # A final failure needs a person: it is logged at error level, the rest (retries too) at info.
+    level = logging.ERROR if outcome == "failed" else logging.INFO
+    logger.log(level, "event %s", outcome, extra={"fields": fields})
