@@ -67,7 +67,23 @@ def order_prefix(event: dict) -> str:
     return f"1.{ordering.observed_second(event):011d}"
 
 
-def _apply_snapshot(session: Session, customer: Customer, obj: dict) -> None:
+def observe_balance(session: Session, customer_id: str, balance: int, at: int, currency: str | None) -> None:
+    """An invoice's word on the customer's balance at second `at` (its `ending_balance` when it
+    applied credit at finalization): newer than the customer's own snapshot, it is what Stripe has.
+
+    Observations merge by time (a customer snapshot wins a tie), so the result is order-free. An
+    invoice in another currency than the customer's says nothing about this balance.
+    """
+    customer = session.get(Customer, customer_id)
+    if customer is None or (customer.currency and currency and customer.currency != currency):
+        return
+    key = f"{at:011d}.0"
+    if key > (customer.balance_observed_key or ""):
+        customer.balance, customer.balance_observed_key = balance, key
+        ledger.reconcile(customer)
+
+
+def _apply_snapshot(session: Session, customer: Customer, obj: dict, observed: int) -> None:
     balance = obj.get("balance", 0)
     if isinstance(balance, bool) or not isinstance(balance, int):
         raise PermanentEventError(f"customer {customer.id}: balance is {balance!r}, expected an integer")
@@ -78,7 +94,9 @@ def _apply_snapshot(session: Session, customer: Customer, obj: dict) -> None:
     customer.email = obj.get("email")
     customer.currency = obj.get("currency") or customer.currency
     customer.livemode = obj.get("livemode") is True
-    customer.balance = balance
+    key = f"{observed:011d}.1"
+    if key >= (customer.balance_observed_key or ""):  # an invoice may have seen a newer balance
+        customer.balance, customer.balance_observed_key = balance, key
     customer.entity_type = entity_type if entity_type in ENTITY_TYPES else settings.default_entity_type
     customer.entity_id = metadata.get(settings.entity_id_key) or None
 
@@ -99,7 +117,7 @@ def handle_customer_event(event: dict, session: Session) -> None:
     won = ordering.winner(session, event, customer.version_key, "customer", order_prefix)
     if won is not None:  # this event's snapshot, or on a same-second tie the newest logged one
         snapshot, customer.version_key = won
-        _apply_snapshot(session, customer, snapshot["data"]["object"])
+        _apply_snapshot(session, customer, snapshot["data"]["object"], ordering.observed_second(snapshot))
     if event["type"] == "customer.deleted":
         deleted_at = datetime.fromtimestamp(created, UTC)
         if customer.deleted_at is None or deleted_at < customer.deleted_at:

@@ -101,6 +101,9 @@ def handle_invoice_event(event: dict, session: Session) -> None:
         # Usually this event's own object; on a same-second tie, the newest logged snapshot's.
         _apply_snapshot(invoice, snapshot["data"]["object"], _customer_id(snapshot["data"]["object"]))
         invoice.source_event_id = snapshot["id"]
+    if customer_id:
+        _observe_balance(session, customer_id, obj)
+    if won is not None:
         _sync_ledger(session, invoice)
 
     if event["type"] == "invoice.deleted" and invoice.deleted_at is None:
@@ -219,6 +222,23 @@ def _apply_snapshot(invoice: Invoice, obj: dict, customer_id: str | None) -> Non
     lines = obj.get("lines") or {}
     invoice.lines_complete = lines.get("has_more") is not True
     _replace_lines(invoice, lines.get("data") or [])
+
+
+def _observe_balance(session: Session, customer_id: str, obj: dict) -> None:
+    """Credit applied at finalization moved the customer's balance to `ending_balance`: Stripe's
+    balance at `finalized_at`, which the customer row follows until a newer customer snapshot
+    arrives (no customer event may come for a while, or at all). Voiding gives the credit back,
+    so a void invoice says `starting_balance` at `voided_at`."""
+    starting, ending = _opt_int(obj, "starting_balance"), _opt_int(obj, "ending_balance")
+    if starting is None or ending is None or starting == ending:
+        return
+    transitions = obj.get("status_transitions") or {}
+    at, balance = (
+        (transitions.get("voided_at"), starting) if obj.get("status") == "void" else
+        (transitions.get("finalized_at"), ending)
+    )  # fmt: skip
+    if isinstance(at, int) and not isinstance(at, bool):
+        customers.observe_balance(session, customer_id, balance, at, obj.get("currency"))
 
 
 def _sync_ledger(session: Session, invoice: Invoice) -> None:

@@ -123,8 +123,11 @@ class Customer(Base):
     email: Mapped[str | None] = mapped_column(sa.String(512))
     currency: Mapped[str | None] = mapped_column(sa.String(3))
     livemode: Mapped[bool] = mapped_column(sa.Boolean, default=False)
-    #: Stripe's `balance` (negative = credit), from the newest customer snapshot; null before one arrives.
+    #: Stripe's `balance` (negative = credit), from its newest observation: a customer snapshot, or an
+    #: invoice that applied credit at finalization (`ending_balance`); null before either arrives.
     balance: Mapped[int | None] = mapped_column(sa.BigInteger)
+    #: When `balance` was observed: `<unix second>.<1 customer snapshot | 0 invoice>`; newest wins.
+    balance_observed_key: Mapped[str | None] = mapped_column(sa.String(40))
     #: Credit available to the customer, positive (Stripe's balance negated); agrees with the ledger.
     credit_balance: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     entity_type: Mapped[str] = mapped_column(sa.String(32), default="organization")
