@@ -1,6 +1,6 @@
 """Stripe API calls per 1,000 events, and the drain rate with fetches on, for a realistic mix.
 
-usage: python bench/fetching.py [--invoices 300] [--latency-ms 0] [--rate 100]
+usage: python bench/fetching.py [--invoices 300] [--latency-ms 0] [--rate 100] [--batch-size 500]
 
 A billing run's events (basil-and-later payloads, as Stripe sends them today): per invoice
 created, finalized, paid and payment_succeeded (same second), a tenth with a failed payment first,
@@ -108,7 +108,9 @@ def drop_database(url: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{sa.engine.make_url(url).database}" WITH (FORCE)')
 
 
-def run(events: list[dict], fake: FakeStripe, key: bool, revalidate: tuple[str, ...], rate: float):
+def run(
+    events: list[dict], fake: FakeStripe, key: bool, revalidate: tuple[str, ...], rate: float, batch: int
+):
     """(events/s, requests by endpoint) for one drain of the whole backlog on a fresh database."""
     from webhook_service.core.config import Config
     from webhook_service.processing import drain, eventlog
@@ -125,7 +127,7 @@ def run(events: list[dict], fake: FakeStripe, key: bool, revalidate: tuple[str, 
             webhook_secrets=("whsec_bench_00000000",), database_url=url, database_url_is_default=False,
             redis_url=None, log_level="ERROR", stripe_api_key=KEY if key else None,
             stripe_api_base=fake.url, stripe_revalidate=revalidate, stripe_api_rate=rate,
-            stripe_api_endpoint_rate=25.0,
+            stripe_api_endpoint_rate=25.0, drain_batch_size=batch,
         )  # fmt: skip
         services = get_services(create_app(config))
         for event in events:
@@ -153,16 +155,21 @@ def main() -> None:
     parser.add_argument("--invoices", type=int, default=300)
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--rate", type=float, default=100.0, help="request budget, requests/s")
+    parser.add_argument(
+        "--batch-size", type=int, default=500, help="1 = a live trickle (each event alone), 500 = a backlog"
+    )
     args = parser.parse_args()
     with FakeStripe() as fake:
         events = build_mix(args.invoices, fake)
         fake.state.latency = args.latency_ms / 1000
         print(f"{len(events)} events for {args.invoices} invoices; fake Stripe latency "
-              f"{args.latency_ms:g} ms; budget {args.rate:g} requests/s")  # fmt: skip
-        base, _, incomplete = run(events, fake, key=False, revalidate=(), rate=args.rate)
+              f"{args.latency_ms:g} ms; budget {args.rate:g} requests/s; "
+              f"batches of {args.batch_size}")  # fmt: skip
+        batch = args.batch_size
+        base, _, incomplete = run(events, fake, key=False, revalidate=(), rate=args.rate, batch=batch)
         print(f"no API key:            {base:8.0f} events/s (baseline); incomplete invoices: {incomplete}")
         for label, revalidate in (("key", ()), ("key + revalidation", ("invoice", "customer"))):
-            rate, calls, incomplete = run(events, fake, key=True, revalidate=revalidate, rate=args.rate)
+            rate, calls, incomplete = run(events, fake, True, revalidate, args.rate, batch)
             total = sum(calls.values())
             print(f"{label + ':':22s} {rate:8.0f} events/s = {rate / base:.2f}x the baseline; "
                   f"{total * 1000 / len(events):.0f} API calls per 1,000 events; "
