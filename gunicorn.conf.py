@@ -39,3 +39,17 @@ def on_starting(server):
     from webhook_service.startup import check_web_tier
 
     check_web_tier()
+
+
+def post_worker_init(worker):
+    """Each serving process reports its heartbeat and rejection counts (webhook_service/web/reporter.py)."""
+    from webhook_service.web.reporter import start_reporter
+
+    worker.reporter = start_reporter(worker.wsgi)
+
+
+def worker_exit(server, worker):
+    """Write what the reporter still holds before the process goes."""
+    reporter = getattr(worker, "reporter", None)
+    if reporter is not None:
+        reporter.stop()

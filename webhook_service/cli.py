@@ -61,11 +61,13 @@ for _command in cli_operator.COMMANDS:
 @click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
 def serve(host: str, port: int) -> None:
     """Run the receiver with an in-process worker (development)."""
+    from webhook_service.web.reporter import start_reporter
     from webhook_service.workers import EmbeddedWorker
 
     app = build_app_or_exit(role="serve")
     worker = EmbeddedWorker(app)
     worker.start()
+    start_reporter(app)
     click.echo(f"serving on http://{host}:{port}/webhooks/stripe (dev server, in-process worker)")
     try:
         app.run(host=host, port=port, threaded=True, use_reloader=False)
@@ -93,18 +95,17 @@ def worker(burst: bool, no_fork: bool) -> None:
 @cli.command()
 def scheduler() -> None:
     """Run the periodic jobs (recovery every minute, the daily past-due sweep); run exactly one."""
-    from rq.cron import CronScheduler
-
     from jobs import events as event_jobs
     from jobs import retention as retention_jobs
     from jobs import sweep as sweep_jobs
     from webhook_service.web.services import get_services
+    from webhook_service.workers import AppCronScheduler
 
     app = build_app_or_exit(role="scheduler")
     services = get_services(app)
     config = services.config
     hour, minute = config.sweep_time_utc.split(":")
-    cron = CronScheduler(connection=services.queue.connection)
+    cron = AppCronScheduler(services.db, connection=services.queue.connection)
     cron.register(event_jobs.recover_events, queue_name=config.queue_name, interval=RECOVERY_INTERVAL_SECONDS)
     # rq's cron strings are evaluated in UTC; missed runs are not caught up, so a sweep
     # skipped while the scheduler was down happens at the next time (or run sweep-past-due).

@@ -4,8 +4,10 @@ A custom job class (RQ's `job_class`, as `rq worker --job-class` takes) wraps `J
 call that runs the job function, in the work horse or in-process alike: it pushes the app context
 (so jobs find their services) and, in a forked work horse, first drops the pooled database
 connections inherited from the parent (a socket shared across processes gets corrupted). The
-worker classes are RQ's own `Worker` and `SimpleWorker`; only the embedded dev worker, which runs
-in a thread, replaces how RQ installs its signal handlers (signals belong to the main thread).
+worker classes are RQ's own `Worker` and `SimpleWorker`, with one public method extended:
+`heartbeat`, which RQ's loop calls while idle and while a job runs, also writes this process's
+heartbeat to the database for /metrics. Only the embedded dev worker, which runs in a thread,
+replaces how RQ installs its signal handlers (signals belong to the main thread).
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ from typing import Any, ClassVar
 
 from flask import Flask
 from rq import SimpleWorker, Worker
+from rq.cron import CronScheduler
 from rq.job import Job
 from rq.timeouts import TimerDeathPenalty
 from rq.worker import BaseWorker
 
+from webhook_service.processing import heartbeats
+from webhook_service.processing.db import Database
 from webhook_service.web.services import get_services
 
 logger = logging.getLogger(__name__)
@@ -29,6 +34,8 @@ logger = logging.getLogger(__name__)
 EMBEDDED_POLL_SECONDS = 0.2
 #: How often the embedded worker runs recovery (what the scheduler process does in production).
 EMBEDDED_RECOVERY_SECONDS = 30.0
+#: RQ blocks on Redis for this minus 15 s when idle, then beats: our heartbeat needs one a minute.
+WORKER_TTL_SECONDS = 75
 
 
 class AppJob(Job):
@@ -50,7 +57,28 @@ def job_class_for(app: Flask) -> type[AppJob]:
     return type("BoundAppJob", (AppJob,), {"app": app, "parent_pid": os.getpid()})
 
 
-class _ThreadWorker(SimpleWorker):
+class _DatabaseHeartbeat:
+    """RQ's heartbeat (Redis) plus ours (the database, at most every 10 s): the "worker" role in /metrics.
+
+    Forked work horses inherit this but do not beat (heartbeats.Heartbeat checks the pid).
+    """
+
+    db_heartbeat: heartbeats.Heartbeat
+
+    def heartbeat(self, *args, **kwargs):
+        self.db_heartbeat.maybe_beat()
+        return super().heartbeat(*args, **kwargs)
+
+
+class AppWorker(_DatabaseHeartbeat, Worker):
+    """RQ's Worker (a work horse per job) that beats in the database too."""
+
+
+class AppSimpleWorker(_DatabaseHeartbeat, SimpleWorker):
+    """RQ's SimpleWorker (jobs in this process) that beats in the database too."""
+
+
+class _ThreadWorker(AppSimpleWorker):
     #: SIGALRM timeouts need the main thread; a timer thread enforces job timeouts instead.
     death_penalty_class = TimerDeathPenalty
 
@@ -69,10 +97,28 @@ def build_worker(app: Flask, *, forking: bool = True, name: str | None = None) -
     `SimpleWorker`, jobs in this process (tests, benchmarks, platforms without fork).
     """
     services = get_services(app)
-    cls = Worker if forking else SimpleWorker
-    return cls(
-        [services.queue.queue], connection=services.queue.connection, name=name, job_class=job_class_for(app)
+    cls = AppWorker if forking else AppSimpleWorker
+    worker = cls(
+        [services.queue.queue],
+        connection=services.queue.connection,
+        name=name,
+        job_class=job_class_for(app),
+        worker_ttl=WORKER_TTL_SECONDS,
     )
+    worker.db_heartbeat = heartbeats.Heartbeat(services.db, "worker")
+    return worker
+
+
+class AppCronScheduler(CronScheduler):
+    """RQ's cron loop (it wakes at least once a minute), beating as the "scheduler" role."""
+
+    def __init__(self, db: Database, **kwargs):
+        super().__init__(**kwargs)
+        self._db_heartbeat = heartbeats.Heartbeat(db, "scheduler")
+
+    def heartbeat(self) -> None:
+        self._db_heartbeat.maybe_beat()
+        super().heartbeat()
 
 
 class EmbeddedWorker:
@@ -97,9 +143,12 @@ class EmbeddedWorker:
         worker = _ThreadWorker(
             [services.queue.queue], connection=services.queue.connection, job_class=job_class_for(self.app)
         )
+        worker.db_heartbeat = heartbeats.Heartbeat(services.db, "worker")
         since_recovery = EMBEDDED_RECOVERY_SECONDS  # recover once at start
+        scheduler_beat = heartbeats.Heartbeat(services.db, "scheduler")  # it does the scheduler's work too
         while not self._stop.is_set():
             try:
+                scheduler_beat.maybe_beat()
                 if since_recovery >= EMBEDDED_RECOVERY_SECONDS:
                     recovery.recover(services.db, services.queue)
                     since_recovery = 0.0

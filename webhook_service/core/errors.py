@@ -21,17 +21,30 @@ class ServiceError(Exception):
 
 
 class InvalidSignature(ServiceError):
-    """The Stripe-Signature header is missing, malformed, wrong or outside the tolerance."""
+    """The Stripe-Signature header is missing, malformed, wrong or outside the tolerance.
+
+    `reason` labels the rejection in logs and metrics (signature_missing, signature_malformed,
+    signature_mismatch, timestamp_outside_tolerance); `timestamp` is the header's `t` when it parsed.
+    """
 
     status_code = 400
     code = "invalid_signature"
 
+    def __init__(self, message: str, *, reason: str = "signature_malformed", timestamp: int | None = None):
+        super().__init__(message)
+        self.reason = reason
+        self.timestamp = timestamp
+
 
 class InvalidPayload(ServiceError):
-    """The body is not a JSON Stripe event."""
+    """The body is not a JSON Stripe event. `reason` labels the rejection in logs and metrics."""
 
     status_code = 400
     code = "invalid_payload"
+
+    def __init__(self, message: str, *, reason: str = "payload_invalid"):
+        super().__init__(message)
+        self.reason = reason
 
 
 class BadRequest(ServiceError):

@@ -107,6 +107,14 @@ class StripeEvent(Base):
         # The read API lists the log newest first, optionally by type.
         sa.Index("ix_stripe_events_received", "received_at"),
         sa.Index("ix_stripe_events_type_received", "type", "received_at"),
+        # Retries by due time, for /metrics and recovery; partial, so only events awaiting a retry
+        # are in it (the predicate has no parameter, so generic plans use it too).
+        sa.Index(
+            "ix_stripe_events_retry_due",
+            "next_attempt_at",
+            postgresql_where=sa.text("next_attempt_at IS NOT NULL"),
+            sqlite_where=sa.text("next_attempt_at IS NOT NULL"),
+        ),
     )
 
 
@@ -428,3 +436,42 @@ class ServiceFlag(Base):
     set_by: Mapped[str] = mapped_column(sa.String(255))
     set_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     reason: Mapped[str | None] = mapped_column(sa.Text)
+
+
+class MetricCounter(Base):
+    """Counters that only go up (processing/counters.py), moved in the transaction of the work they count.
+
+    A counter is several rows (`shard`), so concurrent writers rarely wait for one row lock;
+    readers sum them. The table's size depends on names and labels, never on the number of events.
+    """
+
+    __tablename__ = "metric_counters"
+
+    name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    label: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    shard: Mapped[int] = mapped_column(sa.SmallInteger, primary_key=True)
+    value: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+
+
+class RejectionMinute(Base):
+    """Rejected deliveries per minute and reason, for the last hour (what /readyz reports on)."""
+
+    __tablename__ = "delivery_rejections"
+
+    minute: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    reason: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    count: Mapped[int] = mapped_column(sa.Integer, default=0)
+
+
+class ProcessHeartbeat(Base):
+    """When each web, worker and scheduler process was last alive (processing/heartbeats.py).
+
+    Keyed by process and role: `serve` is all three in one process.
+    """
+
+    __tablename__ = "process_heartbeats"
+
+    process: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+    role: Mapped[str] = mapped_column(sa.String(16), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    beat_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -27,7 +27,7 @@ def parse_header(header: str | None) -> tuple[int, list[str]]:
     :raises InvalidSignature: missing, unparsable, no timestamp or no v1 entry.
     """
     if not header:
-        raise InvalidSignature("Missing Stripe-Signature header.")
+        raise InvalidSignature("Missing Stripe-Signature header.", reason="signature_missing")
     if len(header) > MAX_HEADER_LENGTH:
         raise InvalidSignature("Stripe-Signature header is too long.")
     timestamp: int | None = None
@@ -90,11 +90,17 @@ def verify_signature(
             # No early exit: the work done does not depend on which pair matched.
             matched |= hmac.compare_digest(expected, candidate)
     if not matched:
-        raise InvalidSignature("No v1 signature in Stripe-Signature matches a configured webhook secret.")
+        raise InvalidSignature(
+            "No v1 signature in Stripe-Signature matches a configured webhook secret.",
+            reason="signature_mismatch",
+            timestamp=timestamp,
+        )
     current = time.time() if now is None else now
     if abs(current - timestamp) > tolerance:
         raise InvalidSignature(
             f"Stripe-Signature timestamp is {int(current - timestamp)} s from now; "
-            f"the tolerance is {tolerance} s in either direction."
+            f"the tolerance is {tolerance} s in either direction.",
+            reason="timestamp_outside_tolerance",
+            timestamp=timestamp,
         )
     return timestamp

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from webhook_service.core.models import EventStatus, StripeEvent, utcnow
 from webhook_service.core.sql import dialect_insert
+from webhook_service.processing import counters
 from webhook_service.processing.db import is_connection_error
 from webhook_service.processing.envelope import Envelope
 
@@ -44,10 +45,19 @@ _RECORD_COLUMNS = {
 #: (`%b`): psycopg's text format escapes each payload with a regex, which cost more than
 #: everything else in the request. Built through SQLAlchemy, a single-row INSERT cost four times
 #: the CPU of this one (docs/benchmarks.md).
+#: The same statement adds the new events to the received and ignored counters (processing/counters.py,
+#: one shard, the last parameter), so a count moves exactly when its event is committed.
 _PG_RECORD_SQL = (
-    f"INSERT INTO {StripeEvent.__tablename__} ({', '.join(_RECORD_COLUMNS)}) "
+    f"WITH new AS (INSERT INTO {StripeEvent.__tablename__} ({', '.join(_RECORD_COLUMNS)}) "
     f"SELECT * FROM unnest({', '.join(f'%b::{kind}[]' for kind in _RECORD_COLUMNS.values())}) "
-    "ON CONFLICT (id) DO NOTHING RETURNING id"
+    "ON CONFLICT (id) DO NOTHING RETURNING id, type, status), "
+    f"counted AS (INSERT INTO {counters.TABLE} (name, label, shard, value) "
+    "SELECT kind.name, new.type, %s::smallint, count(*) FROM new CROSS JOIN LATERAL (VALUES "
+    f"('{counters.RECEIVED}'), (CASE WHEN new.status = '{EventStatus.IGNORED.value}' "
+    f"THEN '{counters.IGNORED}' END)) AS kind(name) "
+    "WHERE kind.name IS NOT NULL GROUP BY kind.name, new.type ORDER BY kind.name, new.type "
+    f"ON CONFLICT (name, label, shard) DO UPDATE SET value = {counters.TABLE}.value + EXCLUDED.value) "
+    "SELECT id FROM new"
 )
 assert set(_RECORD_COLUMNS) <= set(StripeEvent.__table__.columns.keys())
 
@@ -127,6 +137,7 @@ def _insert_generic(engine: sa.Engine, rows: list[dict]) -> set[str]:
                     .returning(StripeEvent.id)
                 )
                 new_ids.update(conn.execute(stmt).scalars())
+            counters.add(conn, counters.received_deltas(row for row in rows if row["id"] in new_ids))
     except sa.exc.SQLAlchemyError as exc:
         if not is_connection_error(exc):
             raise  # a bug or schema drift: a 500 that gets reported, not a quiet 503
@@ -135,7 +146,7 @@ def _insert_generic(engine: sa.Engine, rows: list[dict]) -> set[str]:
 
 
 def _insert_postgres(engine: sa.Engine, rows: list[dict]) -> set[str]:
-    params = [[row[name] for row in rows] for name in _RECORD_COLUMNS]
+    params = [[row[name] for row in rows] for name in _RECORD_COLUMNS] + [counters.shard()]
     started = time.monotonic()
     for attempt in (1, 2):
         try:
@@ -223,13 +234,15 @@ def mark_processed(session: Session, events: Sequence[StripeEvent], now: datetim
     them afterwards but what they noted before.
     """
     ids = [event.id for event in events]
+    now = now or utcnow()
+    counters.add(session, counters.processed_deltas(events, now))  # reads attempts before the UPDATE
     session.execute(
         sa.update(StripeEvent)
         .where(StripeEvent.id.in_(ids))
         .values(
             status=EventStatus.PROCESSED.value,
             attempts=StripeEvent.attempts + 1,
-            processed_at=now or utcnow(),
+            processed_at=now,
             next_attempt_at=None,  # last_error stays: what the earlier attempts hit
             retries_left=None,  # the episode is over; a later replay starts a fresh schedule
         )
@@ -251,8 +264,13 @@ def record_failure(
     `traceback` is where it failed, frames and exception types only (attempts.traceback_of).
 
     Guarded on status so a concurrent success is never overwritten. Returns whether a row changed.
+    Counts a retry, or a final failure when the event was not failed already (an event that fails
+    again in the job that files it in RQ's failed registry is one failure, not two).
     """
     status = EventStatus.RETRYING.value if next_attempt_at else EventStatus.FAILED.value
+    before = session.execute(
+        sa.select(StripeEvent.status, StripeEvent.type).where(StripeEvent.id == event_id).with_for_update()
+    ).first()
     result = session.execute(
         sa.update(StripeEvent)
         .where(
@@ -267,7 +285,10 @@ def record_failure(
             retries_left=retries_left if next_attempt_at else 0,
         )
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]  # an UPDATE's CursorResult
+    changed = result.rowcount == 1  # type: ignore[attr-defined]  # an UPDATE's CursorResult
+    if changed and before is not None and (status == EventStatus.RETRYING.value or before.status != status):
+        counters.add(session, {(counters.RETRIED if next_attempt_at else counters.FAILED, before.type): 1})
+    return changed
 
 
 def stale_queued_exist(session: Session, older_than: timedelta) -> bool:

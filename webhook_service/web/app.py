@@ -15,7 +15,7 @@ from webhook_service.processing.db import create_database
 from webhook_service.processing.enrich import build_fetching
 from webhook_service.processing.intake import Intake
 from webhook_service.processing.queue import create_queue
-from webhook_service.web import api, error_handlers, health, metrics, receiver, services
+from webhook_service.web import api, error_handlers, health, metrics, receiver, rejections, services
 from webhook_service.web.observability import init_sentry
 
 #: Stripe events are a few KB; a 1 MiB cap keeps a hostile body from tying up a worker.
@@ -55,6 +55,7 @@ def create_app(config: Config | None = None) -> Flask:
     app.register_blueprint(receiver.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
+    rejections.init_app(app)
     api.init_app(app)
     error_handlers.register_error_handlers(app)  # after the API: flask-smorest installs handlers of its own
     if config.embedded_queue:

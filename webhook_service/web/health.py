@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from flask import Blueprint
 from rq.registry import FailedJobRegistry
 
-from webhook_service.core.models import EventStatus, StripeEvent
-from webhook_service.processing import eventlog, pause
-from webhook_service.web import error_handlers
+from webhook_service.processing import backlog, pause
+from webhook_service.web import error_handlers, rejections
 from webhook_service.web.services import get_services
 
 bp = Blueprint("health", __name__)
@@ -50,20 +48,18 @@ def readyz():
         queue = services.queue.queue
         body["queue"] = {"depth": queue.count, "failed_jobs": FailedJobRegistry(queue=queue).count}
     if checks["database"] == "ok":
+        rejections.tally().flush(services.db)  # this process's latest rejections count at once
         with services.db.sessions() as session:
-            counts = dict(
-                session.execute(
-                    sa.select(StripeEvent.status, sa.func.count())
-                    .where(StripeEvent.status.in_(eventlog.PENDING_STATUSES + (EventStatus.FAILED.value,)))
-                    .group_by(StripeEvent.status)
-                ).all()
-            )
-        body["events"] = {
-            "pending": sum(counts.get(s, 0) for s in eventlog.PENDING_STATUSES),
-            "failed": counts.get(EventStatus.FAILED.value, 0),
-        }
+            owed = backlog.read(session)
+            signatures = rejections.signature_health(session, bool(services.config.webhook_secrets))
+        body["events"] = {"pending": owed.queued + owed.retrying, "failed": owed.failed}
         # Paused is still ready: the receiver keeps recording; drains wait for `resume`.
         body["processing"] = pause.get_state(services.db).as_dict()
+        # Reported, not a 503: taking the receiver out of a load balancer would refuse the deliveries
+        # that do verify as well, and a restart with the right secrets is what fixes it.
+        body["webhook_signatures"] = signatures
+        if signatures["status"] != "ok":
+            body["warnings"] = [signatures["message"]]
     errors = error_handlers.recent_internal_errors()
     if errors:  # a bad deploy shows here at once: the last 500s of this process
         body["recent_errors"] = errors

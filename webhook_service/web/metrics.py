@@ -1,126 +1,151 @@
-"""Prometheus metrics, read from the event log and Redis at scrape time.
+"""GET /metrics: Prometheus text, the same figures whichever web process on whichever machine answers.
 
-Counting from the database rather than in-process counters gives one consistent view across
-gunicorn workers, RQ work-horses and machines, with no multiprocess bookkeeping.
+Counters come from `metric_counters` (processing/counters.py: moved in the transaction of the work
+they count, so they only go up), backlog figures from bounded index lookups (processing/backlog.py),
+liveness from the heartbeat table. Nothing here scans the event log, so a scrape costs the same with
+ten million events as with ten (bench/metrics_scrape.py). Redis figures are added when Redis
+answers; when it does not, the database's figures are still served, with `stripe_webhook_redis_up 0`.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+import logging
 
+import redis
 import sqlalchemy as sa
 from flask import Blueprint, Response
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 
-from webhook_service.core.models import EventStatus, Invoice, StripeEvent, utcnow
+from webhook_service.core.models import Invoice
+from webhook_service.processing import backlog, counters, heartbeats, pause
+from webhook_service.web import rejections
 from webhook_service.web.services import Services, get_services
+
+logger = logging.getLogger(__name__)
 
 bp = Blueprint("metrics", __name__)
 
-#: Queue latency is reported over events processed this recently.
-LATENCY_WINDOW = timedelta(minutes=5)
-#: At most this many recent events feed the latency quantiles (bounded scrape cost).
-LATENCY_SAMPLE = 10_000
+#: (metric family, counter name, label name, help)
+_COUNTERS = (
+    ("stripe_webhook_events_received", counters.RECEIVED, "type",
+     "New events recorded (duplicates not counted)"),
+    ("stripe_webhook_events_ignored", counters.IGNORED, "type",
+     "Events recorded as ignored (unhandled type, other mode, thin)"),
+    ("stripe_webhook_events_processed", counters.PROCESSED, "type",
+     "Events processed (a replayed event counts again)"),
+    ("stripe_webhook_events_failed", counters.FAILED, "type",
+     "Events that failed for good (retries spent, or malformed)"),
+    ("stripe_webhook_event_retries", counters.RETRIED, "type",
+     "Failed attempts that were given a retry"),
+    ("stripe_webhook_deliveries_rejected", counters.REJECTED, "reason",
+     "Deliveries answered 4xx, by reason"),
+)  # fmt: skip
 
 
-class EventLogCollector:
-    """Collects counts by type and status, queue depth and queue latency on each scrape."""
+def _gauge(name: str, help_text: str, value: float | None = None, labels=()) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, help_text, value=value, labels=labels or None)
+
+
+class ServiceCollector:
+    """Reads every figure at scrape time: one database session, then Redis."""
 
     def __init__(self, services: Services):
         self.services = services
 
     def collect(self):
-        received = CounterMetricFamily(
-            "stripe_webhook_events_received", "Events accepted, by type", labels=["type"]
-        )
-        by_status = GaugeMetricFamily(
-            "stripe_webhook_events", "Events in the log by type and status", labels=["type", "status"]
-        )
-        processed = CounterMetricFamily(
-            "stripe_webhook_events_processed", "Events processed, by type", labels=["type"]
-        )
-        failed = CounterMetricFamily(
-            "stripe_webhook_events_failed", "Events failed for good, by type", labels=["type"]
-        )
-        latency = GaugeMetricFamily(
-            "stripe_webhook_queue_latency_seconds",
-            "Received-to-processed time of events processed in the last 5 minutes",
-            labels=["quantile"],
-        )
-        oldest = GaugeMetricFamily(
-            "stripe_webhook_oldest_pending_seconds", "Age of the oldest unprocessed event"
-        )
-        totals: dict[str, int] = {}
-        with self.services.db.sessions() as session:
-            rows = session.execute(
-                sa.select(StripeEvent.type, StripeEvent.status, sa.func.count()).group_by(
-                    StripeEvent.type, StripeEvent.status
+        yield from self._database()
+        yield from self._redis()
+
+    def _database(self):
+        try:
+            with self.services.db.sessions() as session:
+                values = counters.totals(session)
+                owed = backlog.read(session)
+                roles = heartbeats.by_role(session)
+                paused = pause.is_paused(session)
+                incomplete = session.scalar(
+                    sa.select(sa.func.count()).select_from(Invoice).where(sa.not_(Invoice.lines_complete))
                 )
-            ).all()
-            now = utcnow()
-            recent = session.execute(
-                sa.select(StripeEvent.received_at, StripeEvent.processed_at)
-                .where(
-                    StripeEvent.status == EventStatus.PROCESSED.value,
-                    StripeEvent.received_at >= now - LATENCY_WINDOW * 12,
-                    StripeEvent.processed_at >= now - LATENCY_WINDOW,
-                )
-                .order_by(StripeEvent.received_at.desc())
-                .limit(LATENCY_SAMPLE)
-            ).all()
-            first_pending = session.scalar(
-                sa.select(sa.func.min(StripeEvent.received_at)).where(
-                    StripeEvent.status == EventStatus.QUEUED.value
-                )
-            )
-        for event_type, status, count in rows:
-            by_status.add_metric([event_type, status], count)
-            totals[event_type] = totals.get(event_type, 0) + count
-            if status == EventStatus.PROCESSED.value:
-                processed.add_metric([event_type], count)
-            elif status == EventStatus.FAILED.value:
-                failed.add_metric([event_type], count)
-        for event_type, count in sorted(totals.items()):
-            received.add_metric([event_type], count)
-        waits = sorted((done - got).total_seconds() for got, done in recent if done is not None)
-        for label, q in (("0.5", 0.5), ("0.99", 0.99), ("1", 1.0)):
-            latency.add_metric([label], waits[min(len(waits) - 1, int(q * len(waits)))] if waits else 0.0)
-        oldest.add_metric([], (utcnow() - first_pending).total_seconds() if first_pending else 0.0)
-        yield from (received, by_status, processed, failed, latency, oldest)
-        yield from queue_metrics(self.services)
-        yield from mirror_metrics(self.services)
+        except sa.exc.SQLAlchemyError as exc:
+            logger.warning("metrics: database unavailable (%s)", type(exc).__name__)
+            yield _gauge("stripe_webhook_database_up", "Whether this scrape could read the database", 0)
+            return
+        yield _gauge("stripe_webhook_database_up", "Whether this scrape could read the database", 1)
+        for family, name, label, help_text in _COUNTERS:
+            metric = CounterMetricFamily(family, help_text, labels=[label])
+            for (counter, value_label), value in sorted(values.items()):
+                if counter == name:
+                    metric.add_metric([value_label], value)
+            yield metric
+        buckets, _count, total = counters.histogram(values)
+        yield HistogramMetricFamily(
+            "stripe_webhook_processing_latency_seconds",
+            "Receipt to processed, of events processed at their first attempt (no retries, no replays)",
+            buckets=buckets,
+            sum_value=total,
+        )
+        yield _gauge(
+            "stripe_webhook_backlog_age_seconds",
+            "Age of the oldest event still owed processing (queued or retrying, overdue included)",
+            owed.age_seconds,
+        )
+        counts = _gauge("stripe_webhook_backlog_events", "Events owed processing", labels=["status"])
+        counts.add_metric(["queued"], owed.queued)
+        counts.add_metric(["retrying"], owed.retrying)
+        counts.add_metric(["overdue"], owed.overdue)
+        yield counts
+        yield _gauge(
+            "stripe_webhook_retry_overdue_seconds",
+            "How long the most overdue retry is past its due time (a lost or stuck retry)",
+            owed.retry_overdue_seconds,
+        )
+        yield _gauge("stripe_webhook_failed_events", "Events failed for good, awaiting a replay", owed.failed)
+        last = _gauge(
+            "stripe_webhook_last_heartbeat_timestamp_seconds",
+            "Unix time of the latest heartbeat of any process of the role",
+            labels=["role"],
+        )
+        alive = _gauge(
+            "stripe_webhook_processes",
+            f"Processes of the role that beat in the last {heartbeats.ALIVE_WITHIN.total_seconds():.0f} s",
+            labels=["role"],
+        )
+        for role, health in roles.items():
+            if health.last_beat is not None:
+                last.add_metric([role], health.last_beat.timestamp())
+            alive.add_metric([role], health.alive)
+        yield last
+        yield alive
+        yield _gauge("stripe_webhook_paused", "1 while processing is paused (drains stop)", int(paused))
+        yield _gauge(
+            "stripe_webhook_invoices_lines_incomplete",
+            "Invoices whose mirrored lines are only a first page (no STRIPE_API_KEY to page the rest)",
+            incomplete or 0,
+        )
 
-
-def mirror_metrics(services: Services):
-    """Mirror rows that are not yet Stripe's whole object (a partial-index count, cheap at any size)."""
-    incomplete = GaugeMetricFamily(
-        "stripe_webhook_invoices_lines_incomplete",
-        "Invoices whose mirrored lines are only a first page (no STRIPE_API_KEY to page the rest)",
-    )
-    with services.db.sessions() as session:
-        stmt = sa.select(sa.func.count()).select_from(Invoice).where(sa.not_(Invoice.lines_complete))
-        count = session.scalar(stmt)
-    incomplete.add_metric([], count or 0)
-    return (incomplete,)
-
-
-def queue_metrics(services: Services):
-    """RQ queue depth, scheduled retries and failed jobs."""
-    queue = services.queue.queue
-    depth = GaugeMetricFamily("stripe_webhook_queue_depth", "Jobs waiting in the RQ queue")
-    depth.add_metric([], queue.count)
-    scheduled = GaugeMetricFamily("stripe_webhook_scheduled_jobs", "Retries waiting for their time")
-    scheduled.add_metric([], ScheduledJobRegistry(queue=queue).count)
-    failed_jobs = GaugeMetricFamily("stripe_webhook_failed_jobs", "Jobs in RQ's failed registry")
-    failed_jobs.add_metric([], FailedJobRegistry(queue=queue).count)
-    return depth, scheduled, failed_jobs
+    def _redis(self):
+        queue = self.services.queue.queue
+        try:
+            depth = queue.count
+            scheduled = ScheduledJobRegistry(queue=queue).count
+            failed = FailedJobRegistry(queue=queue).count
+        except redis.RedisError as exc:
+            logger.warning("metrics: Redis unavailable (%s)", type(exc).__name__)
+            yield _gauge("stripe_webhook_redis_up", "Whether this scrape could read Redis", 0)
+            return
+        yield _gauge("stripe_webhook_redis_up", "Whether this scrape could read Redis", 1)
+        yield _gauge("stripe_webhook_queue_depth", "Jobs waiting in the RQ queue", depth)
+        yield _gauge("stripe_webhook_scheduled_jobs", "Retries waiting for their time in RQ", scheduled)
+        yield _gauge("stripe_webhook_failed_jobs", "Jobs in RQ's failed registry", failed)
 
 
 @bp.get("/metrics")
 def metrics():
     """Prometheus text exposition."""
+    services = get_services()
+    rejections.tally().flush(services.db)  # this process's latest rejections are in the figures
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(EventLogCollector(get_services()))
+    registry.register(ServiceCollector(services))
     return Response(generate_latest(registry), mimetype="text/plain; version=0.0.4; charset=utf-8")

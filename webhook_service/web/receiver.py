@@ -10,10 +10,11 @@ import sentry_sdk
 from flask import Blueprint, current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from webhook_service.core.errors import ServiceUnavailable
+from webhook_service.core.errors import InvalidPayload, InvalidSignature, ServiceUnavailable
 from webhook_service.core.signature import verify_signature
 from webhook_service.processing import eventlog
 from webhook_service.processing.envelope import parse_envelope
+from webhook_service.web import rejections
 from webhook_service.web.services import get_services
 
 logger = logging.getLogger("webhook_service.web.receiver")
@@ -58,9 +59,14 @@ def receive_stripe_event():
     started = time.perf_counter()
     services = get_services()
     config = services.config
-    body = read_body()
-    verify_signature(body, request.headers.get("Stripe-Signature"), config.webhook_secrets, config.tolerance)
-    envelope = parse_envelope(body, config.accept_mode)
+    try:
+        body = read_body()
+        header = request.headers.get("Stripe-Signature")
+        verify_signature(body, header, config.webhook_secrets, config.tolerance)
+        envelope = parse_envelope(body, config.accept_mode)
+    except (InvalidSignature, InvalidPayload) as exc:
+        rejections.note(exc)  # logged and counted, with its reason, as the 4xx goes out
+        raise
     sentry_sdk.set_tag("stripe.event_id", envelope.id)
     sentry_sdk.set_tag("stripe.event_type", envelope.type)
     try:
