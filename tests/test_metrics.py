@@ -334,6 +334,16 @@ def test_heartbeats_per_role(app, client, services):
     assert total(scrape(client), "stripe_webhook_processes") == 0
 
 
+def test_metrics_say_paused(services, client):
+    from webhook_service.processing import pause
+
+    assert scrape(client)[("stripe_webhook_paused", ())] == 0
+    pause.pause(services.db, actor="test:metrics")
+    assert scrape(client)[("stripe_webhook_paused", ())] == 1
+    pause.resume(services.db, services.queue, actor="test:metrics")
+    assert scrape(client)[("stripe_webhook_paused", ())] == 0
+
+
 def test_metrics_answer_from_the_database_when_redis_is_down(database_url, fixture_events):
     from tests.conftest import _clean
 
