@@ -41,13 +41,13 @@ SELECT 'evt_b' || g,
        CASE WHEN s < 15 THEN 'ignored' WHEN s < 18 THEN 'failed' WHEN s < 20 THEN 'retrying'
             ELSE 'processed' END,
        1, '{"pad":"' || repeat('x', 1500) || '"}', now(), g % 16
-FROM (SELECT g, (g * 7919) % 100 AS s FROM generate_series(0, :n - 1) AS g) AS t
+FROM (SELECT g, (g::bigint * 7919) % 100 AS s FROM generate_series(0, :n - 1) AS g) AS t
 """
 INVOICES = """
 INSERT INTO invoices (id, status, credit_applied, attempt_count, livemode, pre_payment_credit_notes_amount,
-                      post_payment_credit_notes_amount, credited_in_full, amount_overpaid, lines_truncated,
+                      post_payment_credit_notes_amount, credited_in_full, amount_overpaid,
                       version_key, source_event_id, updated_at)
-SELECT 'in_b' || i, 'paid', 0, 0, false, 0, 0, false, 0, false, 'v', 'evt_b' || (i * 5 + 4), now()
+SELECT 'in_b' || i, 'paid', 0, 0, false, 0, 0, false, 0, 'v', 'evt_b' || (i * 5 + 4), now()
 FROM generate_series(0, :n / 5 - 1) AS i
 """
 HISTORY = """
@@ -140,7 +140,8 @@ def main() -> None:
         ok = (
             after["failed_or_retrying"] == before["failed_or_retrying"]
             and after["dangling_history_ids"] == 0
-            and after["events"] == before["events"] - report.deleted
+            # The second run's cutoff is later (now moved on): what aged past it meanwhile went too.
+            and after["events"] == before["events"] - report.deleted - again.deleted
         )
         engine = sa.create_engine(baseline_url)
         began = time.perf_counter()
