@@ -162,14 +162,15 @@ def test_start_up_schema_check_agrees_with_alembic(database_url, unmigrated_data
             engine.dispose()
 
 
-def test_a_worker_starts_without_loading_alembic(postgresql_database_url, redis_url):
-    """Alembic (with Mako and Pygments) is for `db upgrade`; start-up checks read the schema without it."""
+def test_a_worker_starts_without_loading_alembic_or_the_http_endpoints(postgresql_database_url, redis_url):
+    """Alembic (with Mako and Pygments) is for `db upgrade`, and the API (flask-smorest, apispec) for
+    the web tier: a worker reads the schema revision without the one and needs none of the other."""
     code = (
         "import sys; from webhook_service import startup;"
         "startup.build_app_or_exit(role='worker');"
-        "print('alembic' in sys.modules, 'mako' in sys.modules)"
+        "print(*(m in sys.modules for m in ('alembic', 'mako', 'flask_smorest', 'apispec')))"
     )
     env = _clean_env(DATABASE_URL=postgresql_database_url, REDIS_URL=redis_url)
     result = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["False", "False"]
+    assert result.stdout.split() == ["False"] * 4

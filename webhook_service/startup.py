@@ -124,7 +124,7 @@ def build_app_or_exit(
         check_role(config, role)
         if require_webhook_secret:
             require_secrets(config)
-        app = create_app(config)
+        app = create_app(config, http=role not in ("worker", "scheduler"))
         if check_db:
             check_database(
                 get_services(app).db,

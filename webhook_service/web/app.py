@@ -15,7 +15,7 @@ from webhook_service.processing.db import create_database
 from webhook_service.processing.enrich import build_fetching
 from webhook_service.processing.intake import Intake
 from webhook_service.processing.queue import create_queue
-from webhook_service.web import api, error_handlers, health, metrics, receiver, rejections, services
+from webhook_service.web import services
 from webhook_service.web.observability import init_sentry
 
 #: Stripe events are a few KB; a 1 MiB cap keeps a hostile body from tying up a worker.
@@ -24,10 +24,12 @@ MAX_BODY_BYTES = 1024 * 1024
 logger = logging.getLogger(__name__)
 
 
-def create_app(config: Config | None = None) -> Flask:
+def create_app(config: Config | None = None, *, http: bool = True) -> Flask:
     """Build the Flask app with its database, queue and blueprints.
 
     :param config: a validated Config; read from the environment when omitted.
+    :param http: register the endpoints (receiver, API, health, metrics). Workers and the
+        scheduler only need the app's services and context, and start faster without them.
     :raises ConfigError: configuration is malformed.
     """
     config = config or load_config(os.environ)
@@ -52,12 +54,15 @@ def create_app(config: Config | None = None) -> Flask:
             fetching=build_fetching(config, queue.connection),
         ),
     )
-    app.register_blueprint(receiver.bp)
-    app.register_blueprint(health.bp)
-    app.register_blueprint(metrics.bp)
-    rejections.init_app(app)
-    api.init_app(app)
-    error_handlers.register_error_handlers(app)  # after the API: flask-smorest installs handlers of its own
+    if http:
+        from webhook_service.web import api, error_handlers, health, metrics, receiver, rejections
+
+        app.register_blueprint(receiver.bp)
+        app.register_blueprint(health.bp)
+        app.register_blueprint(metrics.bp)
+        rejections.init_app(app)
+        api.init_app(app)
+        error_handlers.register_error_handlers(app)  # after the API: flask-smorest installs its own
     if config.embedded_queue:
         logger.warning("dev mode: REDIS_URL is unset, using the in-process queue; not for production")
     if config.database_url_is_default:
