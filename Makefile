@@ -43,8 +43,9 @@ typecheck: install-test
 lint: install-test
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
+#: Every extra, so each `make install*` target finds its pins (a new extra needs no change here).
 LOCK_COMPILE = $(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links \
-	--extra embedded --extra test --extra dev --output-file $(LOCK)
+	--all-extras --output-file $(LOCK)
 
 ## After editing dependencies in pyproject.toml: pin what changed, keep every other pin.
 lock: install-dev
