@@ -32,7 +32,7 @@ test: install-test
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
-## The edit loop, under a minute: the suite minus the drills (`slow`), property tests capped at 5
+## The edit loop (meant to take a minute; docs/benchmarks.md has what it took): the suite minus the drills (`slow`), property tests capped at 5
 ## examples, database tests on PostgreSQL only (SQLite and PgBouncer run in `make test`), 2 processes.
 test-fast: install-test
 	HYPOTHESIS_PROFILE=fast TEST_BACKENDS=postgresql $(BIN)/python -m pytest -m 'not slow' -q -n 2
