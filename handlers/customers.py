@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from handlers import ledger, ordering
 from handlers.settings import ENTITY_TYPES, settings_of
-from webhook_service.core.errors import PermanentEventError
-from webhook_service.core.models import Customer
+from webhook_service.core.models import Customer, Invoice
 from webhook_service.core.values import required_id
 
 EVENT_TYPES = frozenset({"customer.created", "customer.updated", "customer.deleted"})
@@ -53,7 +53,6 @@ def ensure_customer(session: Session, customer_id: str, hints: CustomerHints | N
     if hints is not None and hints.version_key > (customer.version_key or ""):
         customer.name = hints.name
         customer.email = hints.email
-        customer.currency = hints.currency or customer.currency
         customer.livemode = hints.livemode
         customer.version_key = hints.version_key
     return customer
@@ -84,15 +83,15 @@ def observe_balance(session: Session, customer_id: str, balance: int, at: int, c
 
 
 def _apply_snapshot(session: Session, customer: Customer, obj: dict, observed: int) -> None:
-    balance = obj.get("balance", 0)
-    if isinstance(balance, bool) or not isinstance(balance, int):
-        raise PermanentEventError(f"customer {customer.id}: balance is {balance!r}, expected an integer")
+    """`balance` was `account_balance` before 2019-10-17; `name` did not exist before 2019, when
+    the customer's `description` named it. The values were checked by the customer's reading."""
+    balance = obj["balance"] if "balance" in obj else obj.get("account_balance", 0)
     settings = settings_of(session)
     metadata = obj.get("metadata") or {}
     entity_type = str(metadata.get(settings.entity_type_key) or "").strip().lower()
-    customer.name = obj.get("name")
+    customer.name = obj["name"] if "name" in obj else obj.get("description")
     customer.email = obj.get("email")
-    customer.currency = obj.get("currency") or customer.currency
+    customer.currency = obj.get("currency") or first_invoice_currency(session, customer.id)
     customer.livemode = obj.get("livemode") is True
     key = f"{observed:011d}.1"
     if key >= (customer.balance_observed_key or ""):  # an invoice may have seen a newer balance
@@ -104,13 +103,9 @@ def _apply_snapshot(session: Session, customer: Customer, obj: dict, observed: i
 def handle_customer_event(event: dict, session: Session) -> None:
     """Merge a customer event: profile, entity, balance; then reconcile the credit ledger.
 
-    :raises PermanentEventError: the object has no id, or a non-integer balance.
+    The event is one its declared reading accepted (handlers.read).
     """
-    obj = event["data"]["object"]
     customer_id = required_id(event, "customer object")
-    balance = obj.get("balance", 0)
-    if isinstance(balance, bool) or not isinstance(balance, int):
-        raise PermanentEventError(f"customer {customer_id}: balance is {balance!r}, expected an integer")
     customer = ensure_customer(session, customer_id)
     raw_created = event.get("created")
     created = raw_created if isinstance(raw_created, int) else 0
@@ -123,3 +118,26 @@ def handle_customer_event(event: dict, session: Session) -> None:
         if customer.deleted_at is None or deleted_at < customer.deleted_at:
             customer.deleted_at = deleted_at
     ledger.reconcile(customer)
+
+
+def first_invoice_currency(session: Session, customer_id: str) -> str | None:
+    """The currency of the customer's earliest invoice (by Stripe's created), if any is mirrored."""
+    return session.scalar(
+        sa.select(Invoice.currency)
+        .where(Invoice.customer_id == customer_id, Invoice.currency.is_not(None))
+        .order_by(Invoice.created_at.is_(None), Invoice.created_at, Invoice.id)
+        .limit(1)
+    )
+
+
+def settle_currency(session: Session, customer: Customer, invoice_currency: str | None) -> None:
+    """After an invoice snapshot: a customer whose own events never stated a currency takes its
+    first invoice's, not its newest's (order-free: recomputed when an invoice disagrees)."""
+    if invoice_currency is None or invoice_currency == customer.currency:
+        return
+    if customer.currency is None:  # the first invoice seen with a currency
+        customer.currency = invoice_currency
+        return
+    if customer.version_key.startswith("1.") and customer.currency is not None:
+        return  # a customer event stated (or settled) it
+    customer.currency = first_invoice_currency(session, customer.id) or customer.currency

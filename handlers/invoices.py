@@ -12,18 +12,11 @@ from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
-from handlers import customers, ledger, ordering, past_due, status_history
+from handlers import customers, invoice_eras, invoice_payments, ledger, ordering, past_due, status_history
+from handlers.settings import settings_of
 from handlers.status_history import STATUS_RANK
-from webhook_service.core.errors import PermanentEventError
 from webhook_service.core.models import Invoice, InvoiceLine, LedgerKind
-from webhook_service.core.values import (
-    int_or_zero,
-    object_id,
-    optional_int,
-    required_id,
-    required_status,
-    timestamp,
-)
+from webhook_service.core.values import int_or_zero, object_id, optional_int, required_id, timestamp
 
 EVENT_TYPES = frozenset(
     {
@@ -78,17 +71,17 @@ def related_ids(event: dict) -> dict[str, set[str]]:
 def handle_invoice_event(event: dict, session: Session) -> None:
     """Merge one invoice event into the mirror.
 
-    :param event: the parsed Stripe event (a plain dict, any API version).
+    :param event: the event as its declared reading returned it (handlers.read; any API version).
     :param session: the unit of work; the caller commits.
-    :raises PermanentEventError: the object is malformed; retrying cannot help.
     """
     obj = event["data"]["object"]
     invoice_id = required_id(event, "invoice object")
-    stripe_status = required_status(obj, STATUS_RANK, "invoice")
+    stripe_status = invoice_eras.stripe_status(event["type"], obj)
 
     customer_id = _customer_id(obj)
-    if customer_id:
-        customers.ensure_customer(session, customer_id, _customer_hints(event, obj))
+    customer = (
+        customers.ensure_customer(session, customer_id, _customer_hints(event, obj)) if customer_id else None
+    )
 
     invoice = session.get(Invoice, invoice_id)
     if invoice is None:
@@ -99,17 +92,31 @@ def handle_invoice_event(event: dict, session: Session) -> None:
     if won is not None:
         snapshot, invoice.version_key = won
         # Usually this event's own object; on a same-second tie, the newest logged snapshot's.
-        _apply_snapshot(invoice, snapshot["data"]["object"], _customer_id(snapshot["data"]["object"]))
+        snap = snapshot["data"]["object"]
+        status = invoice_eras.stripe_status(snapshot["type"], snap)
+        _apply_snapshot(invoice, snap, _customer_id(snap), status, settings_of(session).metered_price_ids)
+        invoice_payments.apply_to_amounts(invoice)
         invoice.source_event_id = snapshot["id"]
     if customer_id:
         _observe_balance(session, customer_id, obj)
     if won is not None:
         _sync_ledger(session, invoice)
+        if customer is not None:
+            customers.settle_currency(session, customer, invoice.currency)
+
+    payments = (obj.get("payments") or {}).get("data") or []
+    for payment in payments:  # basil and later, when the payload carries them
+        version = f"{int_or_zero(event.get('created')):011d}.{event['id']}"
+        invoice_payments.merge_payment(session, dict(payment, invoice=invoice_id), version, event["id"])
+    if payments:
+        invoice_payments.settle(session, invoice)
 
     if event["type"] == "invoice.deleted" and invoice.deleted_at is None:
         invoice.deleted_at = timestamp(event.get("created")) or timestamp(obj.get("created"))
 
     _observe_status(invoice, event, obj, stripe_status)
+    if not invoice_eras.has_transition_times(obj):
+        _times_from_history(invoice)
     if stripe_status == "open":
         _observe_past_due(session, invoice, event, obj)
     past_due.settle(session, invoice)
@@ -148,7 +155,7 @@ def order_prefix(event: dict) -> str:
     is an observation of the fetch's second.
     """
     obj = event["data"]["object"]
-    rank = STATUS_RANK.get(obj.get("status"), 0)
+    rank = STATUS_RANK[invoice_eras.stripe_status(event["type"], obj)]
     attempts = int_or_zero(obj.get("attempt_count"))
     paid = max(int_or_zero(obj.get("amount_paid")), 0)
     return f"{rank:02d}.{ordering.observed_second(event):011d}.{attempts:05d}.{paid:015d}"
@@ -167,44 +174,68 @@ def _observe_status(invoice: Invoice, event: dict, obj: dict, status: str) -> No
     complete even when the event for that step was never delivered.
     """
     seen = [(status, _observation_key(event, status))]
-    transitions = obj.get("status_transitions") or {}
-    for earlier, field in TRANSITION_FIELD.items():
-        if STATUS_RANK[earlier] < STATUS_RANK[status] and timestamp(transitions.get(field)):
+    for earlier in TRANSITION_FIELD:
+        if STATUS_RANK[earlier] < STATUS_RANK[status] and timestamp(_transition_time(obj, earlier)):
             seen.append((earlier, f"1.{int_or_zero(event.get('created')):011d}.{event['id']}"))
     for entered, key in seen:
         status_history.merge(invoice, entered, _status_entered_at(event, obj, entered), event["id"], key)
 
 
+def _transition_time(obj: dict, status: str) -> int | None:
+    """When the payload says the invoice entered `status` (any era's field), if it says."""
+    if status == "open":
+        return invoice_eras.finalized_at(obj)
+    return (obj.get("status_transitions") or {}).get(TRANSITION_FIELD[status])
+
+
 def _status_entered_at(event: dict, obj: dict, status: str) -> datetime:
-    transitions = obj.get("status_transitions") or {}
     field = TRANSITION_FIELD.get(status)
-    when = timestamp(transitions.get(field)) if field else timestamp(obj.get("created"))
+    when = timestamp(_transition_time(obj, status) if field else invoice_eras.created(obj))
     return when or timestamp(event.get("created")) or datetime.fromtimestamp(0, UTC)
 
 
-def _apply_snapshot(invoice: Invoice, obj: dict, customer_id: str | None) -> None:
+def _times_from_history(invoice: Invoice) -> None:
+    """Payloads before 2019-03-14 do not say when the invoice was paid, voided or marked
+    uncollectible: the trail's time for that status (the earliest event showing it) stands in."""
+    for status, attribute in (
+        ("paid", "paid_at"),
+        ("void", "voided_at"),
+        ("uncollectible", "marked_uncollectible_at"),
+    ):
+        row = status_history.find(invoice, status)
+        setattr(invoice, attribute, row.at if row is not None else None)
+
+
+def _apply_snapshot(
+    invoice: Invoice,
+    obj: dict,
+    customer_id: str | None,
+    status: str | None = None,
+    metered_price_ids: frozenset[str] = frozenset(),
+) -> None:
+    status = status or obj["status"]
     transitions = obj.get("status_transitions") or {}
     starting = _opt_int(obj, "starting_balance")
     ending = _opt_int(obj, "ending_balance")
     invoice.number = obj.get("number")
     invoice.customer_id = customer_id
-    invoice.stripe_status = obj["status"]
+    invoice.stripe_status = status
     invoice.currency = obj.get("currency")
     invoice.subtotal = _opt_int(obj, "subtotal")
     invoice.tax = _tax(obj)
     invoice.total = _opt_int(obj, "total")
     invoice.amount_due = _opt_int(obj, "amount_due")
-    invoice.amount_paid = _opt_int(obj, "amount_paid")
-    invoice.amount_remaining = _opt_int(obj, "amount_remaining")
+    invoice.amount_paid = invoice_eras.amount_paid(obj, status)
+    invoice.amount_remaining = invoice_eras.amount_remaining(obj, status)
     invoice.starting_balance = starting
     invoice.ending_balance = ending
     invoice.credit_applied = credit_applied(starting, ending)
-    invoice.collection_method = obj.get("collection_method")
+    invoice.collection_method = invoice_eras.collection_method(obj)
     invoice.billing_reason = obj.get("billing_reason")
     invoice.subscription_id = _subscription_id(obj)
     invoice.attempt_count = int_or_zero(obj.get("attempt_count"))
-    invoice.created_at = timestamp(obj.get("created"))
-    invoice.issued_at = timestamp(obj.get("effective_at")) or timestamp(transitions.get("finalized_at"))
+    invoice.created_at = timestamp(invoice_eras.created(obj))
+    invoice.issued_at = timestamp(obj.get("effective_at")) or timestamp(invoice_eras.finalized_at(obj))
     invoice.due_date = timestamp(obj.get("due_date"))
     invoice.paid_at = timestamp(transitions.get("paid_at"))
     invoice.voided_at = timestamp(transitions.get("voided_at"))
@@ -221,7 +252,7 @@ def _apply_snapshot(invoice: Invoice, obj: dict, customer_id: str | None) -> Non
     invoice.credited_in_full = invoice.total is not None and invoice.total != 0 and credited >= invoice.total
     lines = obj.get("lines") or {}
     invoice.lines_complete = lines.get("has_more") is not True
-    _replace_lines(invoice, lines.get("data") or [])
+    _replace_lines(invoice, lines.get("data") or [], metered_price_ids)
 
 
 def _observe_balance(session: Session, customer_id: str, obj: dict) -> None:
@@ -272,8 +303,14 @@ def credit_applied(starting_balance: int | None, ending_balance: int | None) -> 
     return max(0, min(ending_balance, 0) - starting_balance)
 
 
-def _replace_lines(invoice: Invoice, raw_lines: list) -> None:
-    wanted = [_line_values(invoice.id, position, line) for position, line in enumerate(raw_lines)]
+def _replace_lines(
+    invoice: Invoice, raw_lines: list, metered_price_ids: frozenset[str] = frozenset()
+) -> None:
+    keys = invoice_eras.line_keys(raw_lines)
+    wanted = [
+        _line_values(invoice.id, position, line, key, metered_price_ids)
+        for position, (line, key) in enumerate(zip(raw_lines, keys, strict=True))
+    ]
     current = [_line_snapshot(line) for line in invoice.lines]
     if current == wanted:
         return
@@ -300,16 +337,16 @@ def _line_snapshot(line: InvoiceLine) -> dict:
     return {name: getattr(line, name) for name in _LINE_FIELDS}
 
 
-def _line_values(invoice_id: str, position: int, line: dict) -> dict:
-    if not isinstance(line, dict) or not isinstance(line.get("id"), str):
-        raise PermanentEventError(f"invoice {invoice_id}: line {position} has no id")
+def _line_values(
+    invoice_id: str, position: int, line: dict, key: str, metered_price_ids: frozenset[str] = frozenset()
+) -> dict:
     period = line.get("period") or {}
     return {
         "invoice_id": invoice_id,
-        "id": line["id"],
+        "id": key,
         "position": position,
         "description": line.get("description"),
-        "category": categorize_line(line),
+        "category": categorize_line(line, metered_price_ids),
         "amount": int_or_zero(line.get("amount")),
         "currency": line.get("currency"),
         "quantity": line.get("quantity") if isinstance(line.get("quantity"), int) else None,
@@ -320,24 +357,28 @@ def _line_values(invoice_id: str, position: int, line: dict) -> dict:
     }
 
 
-def categorize_line(line: dict) -> str:
+def categorize_line(line: dict, metered_price_ids: frozenset[str] = frozenset()) -> str:
     """usage, fixed_fee or adjustment.
 
-    An explicit `metadata.portal_category` wins. Prorations and credits (negative amounts) are
-    adjustments. Metered prices are usage: payloads before 2025-03-31.basil say so in
-    `price.recurring.usage_type` / `plan.usage_type`; newer payloads no longer carry the price,
-    so there the worker fills in the price from Stripe's API when it has a key (`price_to_look_up`),
-    and without one metered lines need the metadata key (docs/design.md). Everything else is a fixed fee.
+    A `portal_category` in the metadata of the line, its price or its plan wins. Prorations and
+    credits (negative amounts) are adjustments. Metered prices are usage, from whatever the
+    payload carries: `price.recurring.usage_type` / `plan.usage_type` before 2025-03-31.basil, an
+    expanded `pricing.price_details.price` from basil on; failing that, the configured
+    METERED_PRICE_IDS (see docs/design.md). Everything else is a fixed fee.
     """
-    override = (line.get("metadata") or {}).get("portal_category")
-    if override in LINE_CATEGORIES:
-        return override
+    prices = [p for p in (line.get("price"), line.get("plan"), _expanded_price(line)) if isinstance(p, dict)]
+    for metadata in [line.get("metadata") or {}, *((p.get("metadata") or {}) for p in prices)]:
+        if metadata.get("portal_category") in LINE_CATEGORIES:
+            return metadata["portal_category"]
     if _is_proration(line) or int_or_zero(line.get("amount")) < 0:
         return "adjustment"
-    price, plan = line.get("price"), line.get("plan")
-    price = price if isinstance(price, dict) else _expanded_price(line)
-    plan = plan if isinstance(plan, dict) else {}
-    if (price.get("recurring") or {}).get("usage_type") == "metered" or plan.get("usage_type") == "metered":
+    for price in prices:
+        if (
+            price.get("usage_type") == "metered"
+            or (price.get("recurring") or {}).get("usage_type") == "metered"
+        ):
+            return "usage"
+    if _line_price_id(line) in metered_price_ids:
         return "usage"
     return "fixed_fee"
 
@@ -376,11 +417,11 @@ def _is_proration(line: dict) -> bool:
 
 
 def _line_price_id(line: dict) -> str | None:
-    price = line.get("price")
-    if isinstance(price, dict):
-        return price.get("id")
-    details = (line.get("pricing") or {}).get("price_details") or {}
-    return object_id(details.get("price"))
+    for price in (line.get("price"), line.get("plan")):
+        if isinstance(price, dict) and price.get("id"):
+            return price["id"]
+    price = ((line.get("pricing") or {}).get("price_details") or {}).get("price")
+    return object_id(price)
 
 
 def _tax(obj: dict) -> int | None:

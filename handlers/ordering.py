@@ -20,6 +20,8 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from handlers.readings import read_event
+from webhook_service.core.errors import PermanentEventError
 from webhook_service.core.models import EventStatus, StripeEvent
 
 #: Set by the worker on an event whose `data.object` it fetched from Stripe: the Unix second of the
@@ -122,7 +124,7 @@ def same_prefix_snapshots(session: Session, event: dict, family: str, prefix_of:
     key = (family, obj_id, created)
     if key not in cache:  # one read per object and second in a transaction (a batch shares it)
         cache[key] = [
-            orjson.loads(payload)
+            readable
             for (payload,) in session.execute(
                 sa.select(StripeEvent.payload).where(
                     StripeEvent.object_id == obj_id,
@@ -131,10 +133,20 @@ def same_prefix_snapshots(session: Session, event: dict, family: str, prefix_of:
                     StripeEvent.status != EventStatus.FAILED.value,  # malformed ones never take part
                 )
             )
+            if (readable := _readable(payload, family)) is not None
         ]
     prefix = prefix_of(event)
     others = [e for e in cache[key] if e.get("id") != event["id"] and prefix_of(e) == prefix]
     return [event, *others]
+
+
+def _readable(payload: str, family: str) -> dict | None:
+    """A logged snapshot as its declared reading returns it, or None if it cannot be read (one
+    not yet refused by its own attempt must not decide, nor be mirrored, for another)."""
+    try:
+        return read_event(orjson.loads(payload), family)
+    except PermanentEventError:
+        return None
 
 
 def winner(

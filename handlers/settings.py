@@ -15,11 +15,13 @@ ENTITY_TYPES = ("organization", "company")
 
 @dataclass(frozen=True)
 class HandlerSettings:
-    """Which customer metadata keys type and link the portal's billable entity."""
+    """Which customer metadata keys type and link the portal's billable entity, and which prices
+    are metered when a payload does not say (METERED_PRICE_IDS)."""
 
     entity_type_key: str = "entity_type"
     entity_id_key: str = "portal_entity_id"
     default_entity_type: str = "organization"
+    metered_price_ids: frozenset[str] = frozenset()
 
 
 DEFAULT_SETTINGS = HandlerSettings()

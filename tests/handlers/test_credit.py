@@ -232,7 +232,12 @@ def test_ledger_rows_are_unique_per_reason_and_object(services):
 
 @pytest.mark.parametrize(
     "change, message",
-    [({"id": None}, "no id"), ({"status": "pending"}, "unknown status"), ({"amount": "9.00"}, "amount")],
+    [
+        ({"id": None}, r"^data\.object\.id: expected an id, got null$"),
+        ({"status": "pending"}, r'^data\.object\.status: expected one of issued, void, got "pending"$'),
+        ({"amount": "9.00"}, r'^data\.object\.amount: expected an integer, got "9\.00"$'),
+        ({"amount": None}, r"^data\.object\.amount: expected an integer, got null$"),
+    ],
 )
 def test_malformed_credit_notes_are_permanent_errors(services, change, message):
     ids, life = invoice_for(NEW_API, "bad")

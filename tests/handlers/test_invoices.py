@@ -190,9 +190,9 @@ def test_paginated_lines_are_flagged(services):
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"id": None}, "no id"),
-        ({"status": "bogus"}, "unknown status"),
-        ({"amount_due": "12.00"}, "amount_due"),
+        ({"id": None}, r"^data\.object\.id: expected an id, got null$"),
+        ({"status": "bogus"}, r'^data\.object\.status: expected one of draft, .*, got "bogus"$'),
+        ({"amount_due": "12.00"}, r'^data\.object\.amount_due: expected an integer, got "12\.00"$'),
     ],
 )
 def test_malformed_invoices_are_permanent_errors(services, change, message):

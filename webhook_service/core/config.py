@@ -52,6 +52,8 @@ class Config:
     event_retention_days: int = 90
     entity_type_metadata_key: str = "entity_type"
     entity_id_metadata_key: str = "portal_entity_id"
+    #: Prices (or plans) whose lines are `usage` when the payload does not say they are metered.
+    metered_price_ids: tuple[str, ...] = ()
     log_level: str = "INFO"
     demo: bool = False
     #: PostgreSQL bounds in seconds (docs/operations.md, "Bounded waits"): connecting, one
@@ -207,6 +209,7 @@ def load_config(environ: Mapping[str, str], *, demo: bool = False) -> Config:
         event_retention_days=_retention_days(environ.get("EVENT_RETENTION_DAYS")),
         entity_type_metadata_key=(environ.get("ENTITY_TYPE_METADATA_KEY") or "entity_type").strip(),
         entity_id_metadata_key=(environ.get("ENTITY_ID_METADATA_KEY") or "portal_entity_id").strip(),
+        metered_price_ids=_split(environ.get("METERED_PRICE_IDS")),
         log_level=(environ.get("LOG_LEVEL") or "INFO").upper(),
         database_connect_timeout=_positive_int(environ, "DATABASE_CONNECT_TIMEOUT", 3),
         database_statement_timeout=_positive_int(environ, "DATABASE_STATEMENT_TIMEOUT", 10),

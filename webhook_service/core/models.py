@@ -195,6 +195,9 @@ class Invoice(Base):
     credited_in_full: Mapped[bool] = mapped_column(sa.Boolean, default=False)
     #: Paid beyond the amount due, credited to the customer balance (2025-03-31.basil and later).
     amount_overpaid: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    #: What the invoice's paid InvoicePayments add up to (partial payments, 2025-05-28.basil and
+    #: later); `amount_paid` is never less than this.
+    payments_amount_paid: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default=sa.text("0"))
     #: False when the mirrored lines are only the first page of the invoice's list: the payload said
     #: `lines.has_more` and no API key was configured to fetch the rest (or Stripe no longer has it).
     lines_complete: Mapped[bool] = mapped_column(sa.Boolean, default=True, server_default=sa.true())
@@ -330,6 +333,28 @@ class Notification(Base):
         sa.Index("ix_notifications_audience_created", "audience", "created_at"),
         sa.Index("ix_notifications_created", "created_at"),
     )
+
+
+class InvoicePayment(Base):
+    """A payment toward an invoice (Stripe's InvoicePayment): an invoice may be paid in parts."""
+
+    __tablename__ = "invoice_payments"
+
+    id: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+    #: No foreign key, like credit notes: the payment may be seen before its invoice.
+    invoice_id: Mapped[str | None] = mapped_column(sa.String(255))
+    #: open, paid or canceled.
+    status: Mapped[str | None] = mapped_column(sa.String(16))
+    amount_paid: Mapped[int | None] = mapped_column(sa.BigInteger)
+    amount_requested: Mapped[int | None] = mapped_column(sa.BigInteger)
+    currency: Mapped[str | None] = mapped_column(sa.String(3))
+    paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    livemode: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    version_key: Mapped[str] = mapped_column(sa.String(300), default="")
+    source_event_id: Mapped[str | None] = mapped_column(sa.String(255))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (sa.Index("ix_invoice_payments_invoice_id", "invoice_id"),)
 
 
 class CreditNote(Base):

@@ -46,9 +46,9 @@ def process_one(db: Database, event_id: str, fetching: Fetching | None = None) -
             raise PermanentEventError(f"event {event_id} is not in the event log")
         if row.status in (EventStatus.PROCESSED.value, EventStatus.IGNORED.value):
             return "skipped"
-        event = orjson.loads(row.payload)
-        if fetching is not None:
-            event = fetching.enricher().enrich(session, event)
+        event = handlers.read(orjson.loads(row.payload))  # PermanentEventError before any row is locked
+        if fetching is not None:  # a plain copy: handle() reads it again, what Stripe returned too
+            event = fetching.enricher().enrich(session, dict(event))
         locks.lock_related_rows(session, [event])
         handlers.handle(event, session)
         attempt, event_type = (row.attempts or 0) + 1, row.type

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 import handlers
-from webhook_service.core.errors import StripeAPIError
+from webhook_service.core.errors import PermanentEventError, StripeAPIError
 from webhook_service.core.models import StripeEvent, utcnow
 from webhook_service.core.retry import RetryDecision
 from webhook_service.processing import eventlog, locks, pause
@@ -100,6 +100,7 @@ def _drain_batch(db: Database, queue: EventQueue, batch_size: int, fetching: Fet
     started = time.perf_counter()
     ids: list[str] = []
     deferred: list[tuple[str, RetryDecision]] = []
+    refused: list[tuple[StripeEvent, str]] = []
     with db.sessions() as session:
         try:
             with session.begin():
@@ -111,7 +112,9 @@ def _drain_batch(db: Database, queue: EventQueue, batch_size: int, fetching: Fet
                 ids = [row.id for row in rows]
                 if len(rows) == batch_size:
                     _invite_helper(queue)
-                parsed = [(row, orjson.loads(row.payload)) for row in rows]
+                parsed, refused = _read_all(rows)
+                for row, error in refused:  # fails for good here, without touching the batch's rows
+                    eventlog.record_failure(session, row.id, error, None)
                 parsed = locks.leave_contended(session, parsed)
                 rows = [row for row, _ in parsed]
                 ids = [row.id for row in rows]
@@ -119,7 +122,8 @@ def _drain_batch(db: Database, queue: EventQueue, batch_size: int, fetching: Fet
                 # winning snapshot of each invoice is copied into its row; older ones just merge
                 # what they say about status history.
                 parsed.sort(key=lambda p: (p[0].object_id or "", -(p[1].get("created") or 0), p[0].id))
-                if fetching is not None:
+                if fetching is not None:  # plain copies: handle() reads them again, fetched data too
+                    parsed = [(row, dict(event)) for row, event in parsed]
                     parsed, deferred = _enrich(session, fetching, parsed, queue)
                     rows = [row for row, _ in parsed]
                     ids = [row.id for row in rows]
@@ -142,6 +146,10 @@ def _drain_batch(db: Database, queue: EventQueue, batch_size: int, fetching: Fet
     elapsed_ms = (time.perf_counter() - started) * 1000 / max(len(ids), 1)
     for event_id, event_type, attempt in summaries:
         log_outcome(event_id, event_type, "processed", elapsed_ms, attempt)
+    for row, error in refused:
+        log_outcome(row.id, row.type, "failed", None, (row.attempts or 0) + 1, error=error)
+        # As for any permanent failure: one run that fails at once puts it in RQ's failed registry.
+        schedule(queue, row.id, delay=0, retries_left=0)
     return ids, [], deferred
 
 
@@ -163,6 +171,20 @@ def _enrich(session: Session, fetching: Fetching, parsed: Parsed, queue: EventQu
             log_outcome(row.id, row.type, outcome, None, attempt, error=error, retry_in=decision.delay)
             deferred.append((row.id, decision))
     return kept, deferred
+
+
+def _read_all(rows: list[StripeEvent]) -> tuple[locks.Parsed, list[tuple[StripeEvent, str]]]:
+    """Each claimed event through its declared reading (no database work): the readable ones,
+    and the others with the error that fails them permanently at this first attempt. So a bad
+    event never rolls back its batch, and is never retried as if the failure were transient."""
+    parsed: locks.Parsed = []
+    refused: list[tuple[StripeEvent, str]] = []
+    for row in rows:
+        try:
+            parsed.append((row, handlers.read(orjson.loads(row.payload))))
+        except PermanentEventError as exc:
+            refused.append((row, f"{type(exc).__name__}: {exc}"))
+    return parsed, refused
 
 
 def _invite_helper(queue: EventQueue) -> None:

@@ -110,7 +110,8 @@ def parse_envelope(body: bytes, accept_mode: str = "any") -> Envelope:
     object_id = obj.get("id") if isinstance(obj.get("id"), str) else None
     owner_id = webhook_service.core.values.object_id(obj.get("customer")) or object_id
     api_version = data.get("api_version") if isinstance(data.get("api_version"), str) else None
-    reason = _ignored_reason(event_type, object_id, livemode, accept_mode)
+    # An id of the wrong type is the object's fault, not a preview's: queued, and refused by its reading.
+    reason = _ignored_reason(event_type, obj.get("id"), livemode, accept_mode)
     return _check_storable(
         Envelope(
             **common,
@@ -123,7 +124,7 @@ def parse_envelope(body: bytes, accept_mode: str = "any") -> Envelope:
     )
 
 
-def _ignored_reason(event_type: str, object_id: str | None, livemode: bool, accept_mode: str) -> str | None:
+def _ignored_reason(event_type: str, object_id: object, livemode: bool, accept_mode: str) -> str | None:
     if accept_mode == "live" and not livemode:
         return "test-mode event while STRIPE_ACCEPT_MODE=live"
     if accept_mode == "test" and livemode:

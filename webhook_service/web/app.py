@@ -38,7 +38,9 @@ def create_app(config: Config | None = None, *, http: bool = True) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     handler_settings = HandlerSettings(
-        entity_type_key=config.entity_type_metadata_key, entity_id_key=config.entity_id_metadata_key
+        entity_type_key=config.entity_type_metadata_key,
+        entity_id_key=config.entity_id_metadata_key,
+        metered_price_ids=frozenset(config.metered_price_ids),
     )
     database = create_database(
         config.database_url, {"handler_settings": handler_settings}, DatabaseTimeouts.from_config(config)
