@@ -26,6 +26,19 @@ class Refund(Reading):
     refund = Expandable()
 
 
+class Line(Reading):
+    id = Id(required=True, allow_none=False)
+    amount = Int()
+    description = Text()
+
+
+class Lines(Reading):
+    """Not mirrored, but read (and completed by the worker when `has_more`)."""
+
+    data = ListOf(Obj(Line, allow_none=False), allow_none=False)
+    has_more = Bool()
+
+
 class CreditNoteReading(Reading):
     id = Id(CreditNote.id, required=True, allow_none=False)
     object = Text(max_length=64)
@@ -50,3 +63,4 @@ class CreditNoteReading(Reading):
     created = Timestamp()
     voided_at = Timestamp()
     livemode = Bool()
+    lines = Obj(Lines, allow_none=False)
