@@ -6,6 +6,8 @@ resulting `Config`. Bad values fail fast with a `ConfigError` naming the variabl
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -20,8 +22,21 @@ DEFAULT_DATABASE_FILE = "webhook_service.processing.db"
 #: Stripe webhook secrets are "whsec_" followed by base64-ish text.
 _SECRET_RE = re.compile(r"^whsec_[A-Za-z0-9+/=_-]{8,}$")
 _ACCEPT_MODES = ("live", "test", "any")
+#: An operator's name in OPERATOR_KEYS (`name:key`): what the audit trail shows.
+_OPERATOR_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+#: Console keys guard replay and pause: long enough that guessing is hopeless (`openssl rand -hex 24`).
+MIN_OPERATOR_KEY_LENGTH = 16
+MIN_CONSOLE_SECRET_LENGTH = 32
 #: Retry schedule for a failing event, in seconds: exponential backoff, about 1.5 hours in all.
 DEFAULT_RETRY_INTERVALS = (10, 60, 300, 1800, 3600)
+
+
+@dataclass(frozen=True)
+class OperatorKey:
+    """One OPERATOR_KEYS entry: who the operator is, and the key that logs them in to the console."""
+
+    name: str
+    key: str = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -43,6 +58,11 @@ class Config:
     database_url_is_default: bool = True
     redis_url: str | None = None
     portal_api_keys: tuple[str, ...] = field(default=(), repr=False)
+    operator_keys: tuple[OperatorKey, ...] = field(default=(), repr=False)
+    #: Signs console session cookies; derived from the operator keys when not given.
+    console_secret_key: str | None = field(default=None, repr=False)
+    #: Reverse proxies in front of the app whose X-Forwarded-For/-Proto the console believes.
+    console_trusted_proxies: int = 0
     sentry_dsn: str | None = field(default=None, repr=False)
     queue_name: str = "stripe-events"
     drain_batch_size: int = 500
@@ -69,6 +89,20 @@ class Config:
     def embedded_queue(self) -> bool:
         """True when no Redis is configured: jobs run on an in-process queue (dev/demo only)."""
         return self.redis_url is None
+
+    @property
+    def console_session_key(self) -> bytes | None:
+        """The key that signs console sessions: CONSOLE_SECRET_KEY, or one derived from OPERATOR_KEYS.
+
+        Derived, every process and machine gets the same key with no extra setting, and changing
+        the operator keys ends every session. None when the console is closed (no keys).
+        """
+        if self.console_secret_key:
+            return self.console_secret_key.encode()
+        if not self.operator_keys:
+            return None
+        material = "\n".join(sorted(entry.key for entry in self.operator_keys)).encode()
+        return hmac.new(material, b"webhook-service console session v1", hashlib.sha256).digest()
 
     def with_overrides(self, **changes) -> Config:
         """Return a copy with some fields replaced (tests and the demo use this)."""
@@ -103,6 +137,50 @@ def parse_secrets(raw: str | None) -> tuple[str, ...]:
                 "whsec_…, as shown for the endpoint in Stripe's dashboard"
             )
     return secrets
+
+
+def parse_operator_keys(raw: str | None) -> tuple[OperatorKey, ...]:
+    """Split and validate OPERATOR_KEYS: `name:key` entries (a bare key gets a name from its hash)."""
+    entries: list[OperatorKey] = []
+    for position, part in enumerate(_split(raw), start=1):
+        name, sep, key = part.partition(":")
+        if not sep:
+            name, key = "operator-" + hashlib.sha256(part.encode()).hexdigest()[:8], part
+        if not _OPERATOR_NAME_RE.match(name):
+            raise ConfigError(
+                f"OPERATOR_KEYS entry {position}: the name before ':' must be letters, digits, '.', '_', "
+                "'@' or '-' (at most 64), e.g. OPERATOR_KEYS=alice:<key>,bob:<key>"
+            )
+        if len(key) < MIN_OPERATOR_KEY_LENGTH:
+            raise ConfigError(
+                f"OPERATOR_KEYS: the key of {name!r} is shorter than {MIN_OPERATOR_KEY_LENGTH} characters; "
+                "make one with `openssl rand -hex 24`"
+            )
+        if any(entry.name == name for entry in entries):
+            raise ConfigError(f"OPERATOR_KEYS names {name!r} twice; each operator needs a name of their own")
+        if any(entry.key == key for entry in entries):
+            raise ConfigError(f"OPERATOR_KEYS: {name!r} has the same key as another operator")
+        entries.append(OperatorKey(name=name, key=key))
+    return tuple(entries)
+
+
+def _parse_console_secret(raw: str | None) -> str | None:
+    value = (raw or "").strip()
+    if value and len(value) < MIN_CONSOLE_SECRET_LENGTH:
+        raise ConfigError(
+            f"CONSOLE_SECRET_KEY must be at least {MIN_CONSOLE_SECRET_LENGTH} characters "
+            "(`openssl rand -hex 32`), or unset to derive it from OPERATOR_KEYS"
+        )
+    return value or None
+
+
+def _non_negative_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = (environ.get(name) or "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise ConfigError(f"{name} must be a whole number (0 or more), got {raw!r}")
+    return int(raw)
 
 
 def _parse_intervals(raw: str | None) -> tuple[int, ...]:
@@ -201,6 +279,9 @@ def load_config(environ: Mapping[str, str], *, demo: bool = False) -> Config:
         database_url_is_default=is_default_db,
         redis_url=(environ.get("REDIS_URL") or "").strip() or None,
         portal_api_keys=_split(environ.get("PORTAL_API_KEYS")),
+        operator_keys=parse_operator_keys(environ.get("OPERATOR_KEYS")),
+        console_secret_key=_parse_console_secret(environ.get("CONSOLE_SECRET_KEY")),
+        console_trusted_proxies=_non_negative_int(environ, "CONSOLE_TRUSTED_PROXIES", 0),
         sentry_dsn=(environ.get("SENTRY_DSN") or None),
         queue_name=(environ.get("RQ_QUEUE") or "stripe-events").strip(),
         drain_batch_size=batch,
