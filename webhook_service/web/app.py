@@ -57,13 +57,14 @@ def create_app(config: Config | None = None, *, http: bool = True) -> Flask:
         ),
     )
     if http:
-        from webhook_service.web import api, error_handlers, health, metrics, receiver, rejections
+        from webhook_service.web import api, console, error_handlers, health, metrics, receiver, rejections
 
         app.register_blueprint(receiver.bp)
         app.register_blueprint(health.bp)
         app.register_blueprint(metrics.bp)
         rejections.init_app(app)
         api.init_app(app)
+        console.init_app(app, config.console_session_key)
         error_handlers.register_error_handlers(app)  # after the API: flask-smorest installs its own
     if config.embedded_queue:
         logger.warning("dev mode: REDIS_URL is unset, using the in-process queue; not for production")
