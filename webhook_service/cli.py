@@ -623,7 +623,9 @@ def sweep_past_due_command() -> None:
 )
 @click.option("--seed", default=7, show_default=True, type=int, help="Shuffle seed for the delivery order.")
 @click.option("--verbose", is_flag=True, help="Show the service's log lines (one per event).")
-def demo(fixtures_dir: str | None, seed: int, verbose: bool) -> None:
+@click.option("--serve", is_flag=True, help="Keep serving afterwards, to open the console on the demo data.")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port for --serve (on 127.0.0.1).")
+def demo(fixtures_dir: str | None, seed: int, verbose: bool, serve: bool, port: int) -> None:
     """Send every fixture to a local receiver as Stripe would, then print the mirrored invoices."""
     from webhook_service.demo import DEFAULT_FIXTURES, run_demo
 
@@ -634,7 +636,8 @@ def demo(fixtures_dir: str | None, seed: int, verbose: bool) -> None:
             "(`make demo`) or pass --fixtures DIR (a folder of Stripe event JSON files)"
         )
     config = startup.load_config_or_exit(demo=True)
-    sys.exit(run_demo(config, fixtures_dir, seed, log_level="INFO" if verbose else "WARNING"))
+    level = "INFO" if verbose else "WARNING"
+    sys.exit(run_demo(config, fixtures_dir, seed, log_level=level, serve_port=port if serve else None))
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ import requests
 import sqlalchemy as sa
 from werkzeug.serving import make_server
 
-from webhook_service.core.config import Config
+from webhook_service.core.config import Config, OperatorKey
 from webhook_service.core.models import Customer, Invoice, Notification
 from webhook_service.core.signature import sign
 from webhook_service.processing import drain, eventlog
@@ -136,8 +136,32 @@ def render_notification_table(session) -> str:
     )
 
 
-def run_demo(config: Config, fixtures_dir: str | None, seed: int, log_level: str = "WARNING") -> int:
-    """Start the embedded service, deliver the fixtures, wait, print. Returns the exit status."""
+def _serve_console(config: Config, port: int, thread: threading.Thread) -> None:
+    """Keep the demo's server up for the console until Ctrl-C."""
+    key = config.operator_keys[0]
+    click.echo(f"\nConsole: http://127.0.0.1:{port}/console/ (log in as {key.name!r})")
+    if key.name == "demo":
+        click.echo(f"Operator key for this run: {key.key}")
+    click.echo("Serving until Ctrl-C.")
+    try:
+        while thread.is_alive():
+            thread.join(1)
+    except KeyboardInterrupt:
+        click.echo("stopped")
+
+
+def run_demo(
+    config: Config,
+    fixtures_dir: str | None,
+    seed: int,
+    log_level: str = "WARNING",
+    serve_port: int | None = None,
+) -> int:
+    """Start the embedded service, deliver the fixtures, wait, print. Returns the exit status.
+
+    With `serve_port`, keep serving on it afterwards (until Ctrl-C) so the console can be opened on
+    the demo data; without OPERATOR_KEYS a one-off key is made and printed.
+    """
     from webhook_service.startup import build_app_or_exit
     from webhook_service.workers import EmbeddedWorker
 
@@ -145,11 +169,13 @@ def run_demo(config: Config, fixtures_dir: str | None, seed: int, log_level: str
     config = config.with_overrides(
         webhook_secrets=(secret,) + config.webhook_secrets[1:], log_level=log_level
     )
+    if serve_port is not None and not config.operator_keys:
+        config = config.with_overrides(operator_keys=(OperatorKey("demo", secrets.token_urlsafe(18)),))
     app = build_app_or_exit(config=config, auto_upgrade=True)
     services = get_services(app)
     worker = EmbeddedWorker(app)
     worker.start()
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+    server = make_server("127.0.0.1", serve_port or 0, app, threaded=True)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one access line per delivery drowns the table
     thread = threading.Thread(target=server.serve_forever, name="demo-http", daemon=True)
     thread.start()
@@ -200,7 +226,10 @@ def run_demo(config: Config, fixtures_dir: str | None, seed: int, log_level: str
             click.echo(render_notification_table(session))
             click.echo("\nCustomer credit:\n")
             click.echo(render_credit_table(session))
-        return 0 if not pending and not counts["error"] else 1
+        status = 0 if not pending and not counts["error"] else 1
+        if serve_port is not None:
+            _serve_console(config, server.server_port, thread)
+        return status
     finally:
         server.shutdown()
         worker.stop()
