@@ -301,6 +301,12 @@ def test_invoice_list_filters_by_status_entity_number_and_date(console, mirrored
     assert "GLOBEX-0001" in both and "GLOBEX-0007" not in both
     assert "ACME-0001" not in table(console.get("/console/invoices?q=GLOB"))
     assert "No invoices match" in text(console.get("/console/invoices?issued_from=2099-01-01"))
+    for literal in ("ACME_", "ACME%", "%", "ACME\\"):  # LIKE's wildcards and escape match as typed
+        assert "ACME-0001" not in table(console.get("/console/invoices", query_string={"q": literal}))
+    assert "ACME-0001" in table(console.get("/console/invoices", query_string={"q": "ACME-"}))
+    issued = console.get("/console/invoices?issued_from=2024-01-01&issued_to=2025-01-01")
+    assert "Newest issued first" in text(issued) and "ACME-0001" in table(issued)
+    assert "ACME-0013" not in table(issued)
     bad = console.get("/console/invoices?issued_from=yesterday-ish")
     assert bad.status_code == 400 and "issued from" in text(bad)
 
@@ -451,3 +457,28 @@ def test_replay_by_filter_shows_the_dry_run_count_first(app, console, mirrored, 
     run_worker(app)
     with services.db.sessions() as session:
         assert {session.get(StripeEvent, i).status for i in failed} == {"processed"}
+
+
+def test_invoice_pages_step_through_a_number_search_and_a_date_range(console, services):
+    from webhook_service.core.models import Invoice
+
+    start = datetime(2025, 3, 1, tzinfo=UTC)
+    rows = [  # two invoices per issue time: pages must break ties on the id
+        {"id": f"in_page_{i:04d}", "number": f"PAGE-{i:04d}", "status": "paid", "total": 100,
+         "currency": "usd", "created_at": start + timedelta(minutes=i // 2),
+         "issued_at": start + timedelta(minutes=i // 2)}
+        for i in range(PAGE_SIZE * 2 + 5)
+    ]  # fmt: skip
+    with services.db.sessions() as session, session.begin():
+        session.execute(sa.insert(Invoice), rows)
+    for first in (
+        "/console/invoices?q=PAGE-",
+        "/console/invoices?issued_from=2025-03-01&issued_to=2025-03-02",
+    ):
+        seen, path = [], first
+        while path:
+            page = text(console.get(path))
+            seen += re.findall(r">(PAGE-\d+)</a>", page)
+            more = re.search(r'rel="next" href="([^"]+)"', page)
+            path = more[1].replace("&amp;", "&") if more else None
+        assert seen == sorted((row["number"] for row in rows), reverse=True), first

@@ -7,7 +7,7 @@ from flask import abort, render_template, request
 
 from webhook_service.core.models import CreditLedgerEntry, CreditNote, Customer, Invoice
 from webhook_service.web.console.blueprint import bp
-from webhook_service.web.console.forms import PAGE_SIZE, FormError, parse_id
+from webhook_service.web.console.forms import PAGE_SIZE, FormError, parse_id, starts_with
 from webhook_service.web.services import get_services
 
 #: The customer page lists this many of the newest invoices (the invoice list has the rest).
@@ -26,15 +26,16 @@ def customers_list():
         error, entity, after = exc, None, None
     if error is None:
         stmt = sa.select(Customer)
-        if q:
-            stmt = stmt.where(
-                Customer.name.startswith(q, autoescape=True) | Customer.email.startswith(q, autoescape=True)
-            )
-        if entity:
-            stmt = stmt.where(Customer.entity_id == entity)
-        if after:
-            stmt = stmt.where(Customer.id > after)
         with get_services().db.sessions() as session:
+            if q:
+                dialect = session.get_bind().dialect.name
+                stmt = stmt.where(
+                    starts_with(Customer.name, q, dialect) | starts_with(Customer.email, q, dialect)
+                )
+            if entity:
+                stmt = stmt.where(Customer.entity_id == entity)
+            if after:
+                stmt = stmt.where(Customer.id > after)
             rows = list(session.scalars(stmt.order_by(Customer.id).limit(PAGE_SIZE + 1)))
         if len(rows) > PAGE_SIZE:
             rows = rows[:PAGE_SIZE]

@@ -63,22 +63,42 @@ def parse_choices(values: list[str], field: str, choices) -> tuple[str, ...]:
     return tuple(dict.fromkeys(v for v in (parse_choice(raw, field, choices) for raw in values) if v))
 
 
-def encode_cursor(at: datetime | None, row_id: str) -> str:
-    """Where the next page starts: the last row's sort time and id."""
-    return f"{at.astimezone(UTC).isoformat() if at else ''}~{row_id}"
+def encode_cursor(key: datetime | str | None, row_id: str) -> str:
+    """Where the next page starts: the last row's sort key (a time, or a text) and its id."""
+    shown = key.astimezone(UTC).isoformat() if isinstance(key, datetime) else (key or "")
+    return f"{shown}~{row_id}"
+
+
+def decode_text_cursor(raw: str | None) -> tuple[str, str] | None:
+    if not raw:
+        return None
+    key, sep, row_id = raw.rpartition("~")  # ids have no "~"; the key (a number) might
+    if not sep or not row_id:
+        raise FormError("after", "not a page position this console made")
+    return key, row_id
 
 
 def decode_cursor(raw: str | None) -> tuple[datetime | None, str] | None:
-    if not raw:
+    parts = decode_text_cursor(raw)
+    if parts is None:
         return None
-    at_text, sep, row_id = raw.partition("~")
-    if not sep or not row_id:
-        raise FormError("after", "not a page position this console made")
     try:
-        at = datetime.fromisoformat(at_text) if at_text else None
+        return (datetime.fromisoformat(parts[0]) if parts[0] else None), parts[1]
     except ValueError:
         raise FormError("after", "not a page position this console made") from None
-    return at, row_id
+
+
+def starts_with(column, prefix: str, dialect: str):
+    """`column LIKE 'prefix%'` that PostgreSQL can answer from a `varchar_pattern_ops` index.
+
+    SQLAlchemy's `startswith(autoescape=True)` adds `ESCAPE '/'`, which PostgreSQL plans as a
+    function of the pattern: no index, a scan of every row. Backslash is PostgreSQL's default
+    escape, so escaping with it keeps the pattern a plain constant. SQLite has no default escape.
+    """
+    if dialect != "postgresql":
+        return column.startswith(prefix, autoescape=True)
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return column.like(escaped + "%")
 
 
 def older_than(at_column, id_column, cursor: tuple[datetime | None, str]):

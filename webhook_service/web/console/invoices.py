@@ -22,12 +22,14 @@ from webhook_service.web.console.forms import (
     PAGE_SIZE,
     FormError,
     decode_cursor,
+    decode_text_cursor,
     encode_cursor,
     later_than,
     older_than,
     parse_choice,
     parse_id,
     parse_time,
+    starts_with,
 )
 from webhook_service.web.services import get_services
 
@@ -71,8 +73,43 @@ def _invoice_filters(args) -> dict[str, Any]:
     return filters
 
 
+def sort_key(filters: dict) -> str:
+    """What the list is ordered by, chosen so an index yields the rows in order.
+
+    A number search lists numbers from the highest down (the prefix index gives them in order; by
+    creation time PostgreSQL would walk the whole list to find old numbers); an issue-date range
+    lists by issue date; anything else newest first by Stripe's creation time.
+    """
+    if filters.get("q"):
+        return "number"
+    if filters.get("issued_from") or filters.get("issued_to"):
+        return "issued_at"
+    return "created_at"
+
+
+def _number_order(session, cursor):
+    """ORDER BY number descending in byte order, and the keyset condition, per dialect.
+
+    On PostgreSQL through the `varchar_pattern_ops` operators (~<~), the order of the prefix index;
+    SQLite compares text bytewise anyway.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        order = Invoice.number.desc()
+        cond = older_than(Invoice.number, Invoice.id, cursor) if cursor else None
+        return order, cond
+    order = sa.literal_column(f"{Invoice.__table__.name}.number USING ~>~")
+    cond = None
+    if cursor:
+        number, row_id = cursor
+        cond = sa.and_(
+            Invoice.number.op("~<=~")(number),
+            sa.or_(Invoice.number.op("~<~")(number), Invoice.id < row_id),
+        )
+    return order, cond
+
+
 def invoice_page(session, filters: dict, cursor=None, limit: int = PAGE_SIZE) -> list:
-    """Invoices newest first (by Stripe's creation time) with the filters, plus one row for "more"."""
+    """A page of invoices, newest first, with the filters, plus one row to tell whether there is more."""
     stmt = sa.select(*_LIST_COLUMNS).where(Invoice.deleted_at.is_(None))
     if filters.get("status"):
         stmt = stmt.where(Invoice.status == filters["status"])
@@ -86,10 +123,17 @@ def invoice_page(session, filters: dict, cursor=None, limit: int = PAGE_SIZE) ->
     if filters.get("issued_to"):
         stmt = stmt.where(Invoice.issued_at < filters["issued_to"])
     if filters.get("q"):
-        stmt = stmt.where(Invoice.number.startswith(filters["q"], autoescape=True))
-    if cursor is not None:
-        stmt = stmt.where(older_than(Invoice.created_at, Invoice.id, cursor))
-    stmt = stmt.order_by(Invoice.created_at.desc(), Invoice.id.desc()).limit(limit + 1)
+        stmt = stmt.where(starts_with(Invoice.number, filters["q"], session.get_bind().dialect.name))
+    key = sort_key(filters)
+    if key == "number":
+        order, after = _number_order(session, cursor)
+    else:
+        column = getattr(Invoice, key)
+        order = column.desc()
+        after = older_than(column, Invoice.id, cursor) if cursor is not None else None
+    if after is not None:
+        stmt = stmt.where(after)
+    stmt = stmt.order_by(order, Invoice.id.desc()).limit(limit + 1)
     return list(session.execute(stmt))
 
 
@@ -108,7 +152,8 @@ def invoices_list():
     error, rows, more, customers, filters = None, [], None, {}, {}
     try:
         filters = _invoice_filters(request.args)
-        cursor = decode_cursor(request.args.get("after"))
+        decode = decode_text_cursor if sort_key(filters) == "number" else decode_cursor
+        cursor = decode(request.args.get("after"))
     except FormError as exc:
         error = exc
     else:
@@ -116,7 +161,7 @@ def invoices_list():
             rows = invoice_page(session, filters, cursor)
             if len(rows) > PAGE_SIZE:
                 rows = rows[:PAGE_SIZE]
-                more = encode_cursor(rows[-1].created_at, rows[-1].id)
+                more = encode_cursor(getattr(rows[-1], sort_key(filters)), rows[-1].id)
             customers = customers_by_id(session, [row.customer_id for row in rows])
     return (
         render_template(
@@ -128,6 +173,7 @@ def invoices_list():
             args=_query_args(filters),
             raw=request.args,
             statuses=STATUSES,
+            order=sort_key(filters),
             error=error,
         ),
         400 if error else 200,
