@@ -377,6 +377,13 @@ def test_event_list_filters_and_shows_why_events_failed(console, mirrored, servi
     shown = text(console.get(f"/console/events/{failed_id}"))
     assert "Replay this event" in shown and "&#34;type&#34;: &#34;invoice.paid&#34;" in shown
     assert "line two" in shown  # the whole error on the event's own page
+    with services.db.sessions() as session, session.begin():
+        session.get(StripeEvent, failed_id).last_error = (
+            "DataError: value too long [SQL: UPDATE customers SET email=%(email)s] "
+            "[parameters: {'email': 'jane@customer.example'}]"
+        )
+    listed = table(console.get("/console/events?status=failed"))
+    assert "DataError: value too long" in listed and "[SQL" not in listed and "jane@" not in listed
 
 
 def test_event_pages_step_through_the_log_without_gaps_or_repeats(console, services):

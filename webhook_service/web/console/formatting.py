@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+from webhook_service.core.errors import error_summary
+
 #: Stripe's zero- and three-decimal currencies; every other currency has two decimals.
 _ZERO_DECIMAL = frozenset("bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split())
 _THREE_DECIMAL = frozenset("bhd jod kwd omr tnd".split())
@@ -57,6 +59,11 @@ def first_line(text: str | None, length: int = ERROR_LINE_LENGTH) -> str:
     return line if len(line) <= length else line[: length - 1] + "…"
 
 
+def error_line(text: str | None) -> str:
+    """An event's error as lists show it: the first line, without SQL text or echoed values."""
+    return first_line(error_summary(text)) if text else ""
+
+
 def pretty_json(raw: str | dict | None) -> str:
     """A payload indented for reading; text that is not JSON is shown as it is."""
     if raw is None:
@@ -82,6 +89,7 @@ FILTERS = {
     "iso": iso,
     "age": age,
     "first_line": first_line,
+    "error_line": error_line,
     "pretty_json": pretty_json,
     "safe_url": safe_url,
 }
