@@ -66,20 +66,23 @@ def order_prefix(event: dict) -> str:
     return f"1.{ordering.observed_second(event):011d}"
 
 
-def observe_balance(session: Session, customer_id: str, balance: int, at: int, currency: str | None) -> None:
+def observe_balance(session: Session, customer_id: str, balance: int, at: int, currency: str | None) -> bool:
     """An invoice's word on the customer's balance at second `at` (its `ending_balance` when it
     applied credit at finalization): newer than the customer's own snapshot, it is what Stripe has.
 
     Observations merge by time (a customer snapshot wins a tie), so the result is order-free. An
-    invoice in another currency than the customer's says nothing about this balance.
+    invoice in another currency than the customer's says nothing about this balance. Returns whether
+    the balance changed; the caller reconciles the ledger once (two reconciles in one flush could
+    delete and re-insert the same adjustment row, which the unique key refuses).
     """
     customer = session.get(Customer, customer_id)
     if customer is None or (customer.currency and currency and customer.currency != currency):
-        return
+        return False
     key = f"{at:011d}.0"
-    if key > (customer.balance_observed_key or ""):
-        customer.balance, customer.balance_observed_key = balance, key
-        ledger.reconcile(customer)
+    if key <= (customer.balance_observed_key or ""):
+        return False
+    customer.balance, customer.balance_observed_key = balance, key
+    return True
 
 
 def _apply_snapshot(session: Session, customer: Customer, obj: dict, observed: int) -> None:

@@ -97,12 +97,15 @@ def handle_invoice_event(event: dict, session: Session) -> None:
         _apply_snapshot(invoice, snap, _customer_id(snap), status, settings_of(session).metered_price_ids)
         invoice_payments.apply_to_amounts(invoice)
         invoice.source_event_id = snapshot["id"]
-    if customer_id:
-        _observe_balance(session, customer_id, obj)
+    else:
+        _adopt_whole_list(invoice, obj, settings_of(session).metered_price_ids)
+    balance_changed = customer_id is not None and _observe_balance(session, customer_id, obj)
     if won is not None:
-        _sync_ledger(session, invoice)
+        _sync_ledger(session, invoice)  # reconciles the customer's ledger
         if customer is not None:
             customers.settle_currency(session, customer, invoice.currency)
+    elif balance_changed and customer is not None:
+        ledger.reconcile(customer)  # once per event: two in one flush would re-insert the adjustment
 
     payments = (obj.get("payments") or {}).get("data") or []
     for payment in payments:  # basil and later, when the payload carries them
@@ -214,6 +217,9 @@ def _apply_snapshot(
     metered_price_ids: frozenset[str] = frozenset(),
 ) -> None:
     status = status or obj["status"]
+    lines = obj.get("lines") or {}
+    stored_ids = [line.id for line in invoice.lines]
+    keep_lines = keeps_whole_list(invoice.stripe_status, invoice.lines_complete, stored_ids, obj)
     transitions = obj.get("status_transitions") or {}
     starting = _opt_int(obj, "starting_balance")
     ending = _opt_int(obj, "ending_balance")
@@ -250,26 +256,61 @@ def _apply_snapshot(
     invoice.amount_overpaid = _opt_int(obj, "amount_overpaid") or 0
     credited = invoice.pre_payment_credit_notes_amount + invoice.post_payment_credit_notes_amount
     invoice.credited_in_full = invoice.total is not None and invoice.total != 0 and credited >= invoice.total
+    if not keep_lines:
+        invoice.lines_complete = lines.get("has_more") is not True
+        _replace_lines(invoice, lines.get("data") or [], metered_price_ids)
+
+
+def _adopt_whole_list(invoice: Invoice, obj: dict, metered_price_ids: frozenset[str]) -> None:
+    """An older finalized snapshot with the whole list completes a row whose newer one was truncated
+    (a finalized invoice's lines never change), so completeness does not depend on delivery order."""
     lines = obj.get("lines") or {}
-    invoice.lines_complete = lines.get("has_more") is not True
-    _replace_lines(invoice, lines.get("data") or [], metered_price_ids)
+    raw = lines.get("data") or []
+    if invoice.lines_complete or lines.get("has_more") is True or obj.get("status") == "draft":
+        return
+    if invoice.stripe_status in (None, "draft") or not invoice.lines or not raw:
+        return
+    page = [line.get("id") for line in raw[: len(invoice.lines)] if isinstance(line, dict)]
+    if page == [line.id for line in invoice.lines]:
+        invoice.lines_complete = True
+        _replace_lines(invoice, raw, metered_price_ids)
 
 
-def _observe_balance(session: Session, customer_id: str, obj: dict) -> None:
+def keeps_whole_list(stored_status: str | None, stored_complete: bool | None, stored_ids, obj: dict) -> bool:
+    """True when a truncated payload's lines are the first page of the whole list the row holds.
+
+    A finalized invoice's lines never change, so once the row holds all of them (completed from the
+    API while it was already finalized), a later truncated snapshot keeps them instead of falling
+    back to its first page, and the worker need not page them again.
+    """
+    lines = obj.get("lines") or {}
+    page = [line.get("id") for line in lines.get("data") or [] if isinstance(line, dict)]
+    return (
+        lines.get("has_more") is True
+        and stored_complete is True
+        and stored_status not in (None, "draft")
+        and obj.get("status") != "draft"
+        and bool(page)
+        and list(stored_ids[: len(page)]) == page
+    )
+
+
+def _observe_balance(session: Session, customer_id: str, obj: dict) -> bool:
     """Credit applied at finalization moved the customer's balance to `ending_balance`: Stripe's
     balance at `finalized_at`, which the customer row follows until a newer customer snapshot
     arrives (no customer event may come for a while, or at all). Voiding gives the credit back,
     so a void invoice says `starting_balance` at `voided_at`."""
     starting, ending = _opt_int(obj, "starting_balance"), _opt_int(obj, "ending_balance")
     if starting is None or ending is None or starting == ending:
-        return
+        return False
     transitions = obj.get("status_transitions") or {}
     at, balance = (
         (transitions.get("voided_at"), starting) if obj.get("status") == "void" else
         (transitions.get("finalized_at"), ending)
     )  # fmt: skip
-    if isinstance(at, int) and not isinstance(at, bool):
-        customers.observe_balance(session, customer_id, balance, at, obj.get("currency"))
+    if not isinstance(at, int) or isinstance(at, bool):
+        return False
+    return customers.observe_balance(session, customer_id, balance, at, obj.get("currency"))
 
 
 def _sync_ledger(session: Session, invoice: Invoice) -> None:

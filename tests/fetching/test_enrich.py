@@ -216,3 +216,17 @@ def services_app(services):
         extensions = {"webhook_service": services}
 
     return _App()
+
+
+def test_a_finalized_invoice_whose_whole_list_is_mirrored_is_not_paged_again(stripe, services, fake):
+    """Events of one invoice arriving one at a time: its lines are paged once, then kept."""
+    life = fifteen_lines("trickle")
+    finalized = life.finalized(T + 10)
+    paid, succeeded = life.paid(T + 20)
+    fake.put_invoice(paid["data"]["object"])
+    for event in (finalized, paid, succeeded):
+        stripe.post(truncated(event))
+        drain_all(services)  # each event alone, as a live trickle drains them
+    assert fake.paths().count(f"/v1/invoices/{life.id}/lines") == 1
+    invoice = load(services, life.id)
+    assert invoice.lines_complete is True and len(invoice.lines) == 15 and invoice.status == "paid"

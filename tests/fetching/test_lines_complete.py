@@ -46,3 +46,16 @@ def test_an_untruncated_invoice_is_complete_and_not_counted(app, client, stripe)
     body = client.get(f"/api/v1/invoices/{life.id}", headers={"Authorization": f"Bearer {KEY}"}).get_json()
     assert body["lines_complete"] is True and len(body["lines"]) == 15
     assert "stripe_webhook_invoices_lines_incomplete 0.0" in client.get("/metrics").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("order", ["older_first", "newer_first"])
+def test_an_older_snapshot_with_the_whole_list_completes_a_truncated_newer_one(app, client, stripe, order):
+    """A finalized invoice's lines never change: whichever arrives last, the whole list is kept."""
+    life = fifteen_line_invoice(f"mixed-{order}")
+    whole = life.finalized(T + 10)
+    cut = truncated(life.paid(T + 20)[0])
+    for event in [whole, cut] if order == "older_first" else [cut, whole]:
+        assert stripe.post(event).status_code == 200
+        run_worker(app)
+    body = client.get(f"/api/v1/invoices/{life.id}", headers={"Authorization": f"Bearer {KEY}"}).get_json()
+    assert body["status"] == "paid" and body["lines_complete"] is True and len(body["lines"]) == 15

@@ -36,7 +36,7 @@ from handlers import customers, invoices, ordering
 from handlers.ordering import FETCHED_AT
 from webhook_service.core.config import Config
 from webhook_service.core.errors import StripeNotFound
-from webhook_service.core.models import Customer, Invoice
+from webhook_service.core.models import Customer, Invoice, InvoiceLine
 from webhook_service.processing.stripe_client import StripeClient, build_client
 
 logger = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ class EnrichStats:
     revalidated: int = 0
     prices: int = 0
     skipped_stale: int = 0
+    kept_lines: int = 0
     incomplete: list[str] = field(default_factory=list)
 
 
@@ -181,6 +182,9 @@ class Enricher:
         lines = obj.get("lines")
         if not isinstance(lines, dict) or lines.get("has_more") is not True:
             return event
+        if kind == "invoice" and self._row_has_whole_list(obj):
+            self.stats.kept_lines += 1
+            return event
         key = (kind, obj["id"], event.get("account"), event.get("api_version"), event.get(FETCHED_AT))
         if key not in self._lines:
             path = f"{OBJECT_PATHS[kind]}/{obj['id']}/lines"
@@ -196,6 +200,25 @@ class Enricher:
         event = copy.deepcopy(event)
         event["data"]["object"]["lines"].update({"data": copy.deepcopy(full), "has_more": False})
         return event
+
+    def _row_has_whole_list(self, obj: dict) -> bool:
+        """The mirror already holds this finalized invoice's whole list (handlers keep it)."""
+        session = self._session
+        if session is None:
+            return False
+        row = session.execute(
+            sa.select(Invoice.stripe_status, Invoice.lines_complete).where(Invoice.id == obj["id"])
+        ).first()
+        if row is None:
+            return False
+        page = len((obj.get("lines") or {}).get("data") or [])
+        ids = session.scalars(
+            sa.select(InvoiceLine.id)
+            .where(InvoiceLine.invoice_id == obj["id"])
+            .order_by(InvoiceLine.position)
+            .limit(page)
+        ).all()
+        return invoices.keeps_whole_list(row.stripe_status, row.lines_complete, ids, obj)
 
     # ---- prices ------------------------------------------------------------------------
     def _add_usage_types(self, event: dict) -> dict:
