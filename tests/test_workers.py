@@ -26,3 +26,13 @@ def test_the_embedded_workers_signal_hook_still_exists_in_rq():
     override would silently stop applying and `serve` would crash on `signal` in a thread."""
     assert "_install_signal_handlers" in vars(BaseWorker)
     assert "_install_signal_handlers" in vars(_ThreadWorker)
+
+
+def test_rqs_stop_flag_still_exists(app):
+    """The worker command restarts RQ's loop unless a stop was requested, read from this flag."""
+    from webhook_service.workers import stop_requested
+
+    worker = build_worker(app, forking=False)
+    assert "_stop_requested" in vars(worker) and stop_requested(worker) is False
+    worker._stop_requested = True
+    assert stop_requested(worker) is True

@@ -6,6 +6,7 @@ click: the app stack (Flask, SQLAlchemy, RQ, psycopg) loads only for a command t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -32,8 +33,6 @@ if TYPE_CHECKING:  # loaded by the commands that use them, not for `--help`
     from webhook_service.core.models import StripeEvent
     from webhook_service.processing.event_filter import EventFilter
 
-#: How often the scheduler re-enqueues work a Redis restart may have lost.
-RECOVERY_INTERVAL_SECONDS = 60
 #: The daily prune (UTC), away from the default past-due sweep at 06:00 and month-start bursts' peak.
 PRUNE_CRON = "30 3 * * *"
 PRUNE_JOB_TIMEOUT_SECONDS = 3600
@@ -80,16 +79,32 @@ def serve(host: str, port: int) -> None:
 @click.option("--no-fork", is_flag=True, help="Run jobs in this process (SimpleWorker).")
 def worker(burst: bool, no_fork: bool) -> None:
     """Run an RQ worker (with RQ's scheduler, so retries fire) on REDIS_URL."""
+    import redis
+
     from webhook_service.processing import recovery
     from webhook_service.web.services import get_services
-    from webhook_service.workers import build_worker
+    from webhook_service.workers import build_worker, stop_requested
 
     app = build_app_or_exit(role="worker")
     services = get_services(app)
     recovery.recover(services.db, services.queue)  # pick up what an earlier crash or restart left behind
     rq_worker = build_worker(app, forking=not no_fork)
     startup.log_ready("worker", queue=services.config.queue_name, name=rq_worker.name)
-    rq_worker.work(burst=burst, with_scheduler=True)
+    while True:
+        with contextlib.suppress(redis.RedisError):  # its own teardown, when Redis is what failed
+            rq_worker.work(burst=burst, with_scheduler=True)
+        if burst or stop_requested(rq_worker):
+            return
+        # RQ's loop quits on a Redis error outside its BLPOP (a Redis outage, an empty restart);
+        # this process outlives it: a fresh worker once Redis answers, with no one restarting it.
+        click.echo("worker: RQ's loop ended on an error; starting again once Redis answers", err=True)
+        while True:
+            time.sleep(2)
+            try:
+                rq_worker = build_worker(app, forking=not no_fork)
+                break
+            except redis.RedisError:
+                continue
 
 
 @cli.command()
@@ -106,7 +121,7 @@ def scheduler() -> None:
     config = services.config
     hour, minute = config.sweep_time_utc.split(":")
     cron = AppCronScheduler(services.db, connection=services.queue.connection)
-    cron.register(event_jobs.recover_events, queue_name=config.queue_name, interval=RECOVERY_INTERVAL_SECONDS)
+    cron.register(event_jobs.recover_events, queue_name=config.queue_name, interval=config.recovery_interval)
     # rq's cron strings are evaluated in UTC; missed runs are not caught up, so a sweep
     # skipped while the scheduler was down happens at the next time (or run sweep-past-due).
     cron.register(
@@ -120,7 +135,7 @@ def scheduler() -> None:
         job_timeout=PRUNE_JOB_TIMEOUT_SECONDS,
     )
     schedule = (
-        f"recovery every {RECOVERY_INTERVAL_SECONDS}s, past-due sweep daily at {config.sweep_time_utc} UTC, "
+        f"recovery every {config.recovery_interval}s, past-due sweep daily at {config.sweep_time_utc} UTC, "
         f"prune of events older than {config.event_retention_days} days daily at 03:30 UTC"
     )
     click.echo(f"scheduler: {schedule}")

@@ -12,14 +12,18 @@ replaces how RQ installs its signal handlers (signals belong to the main thread)
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
+import time
 from typing import Any, ClassVar
 
+import redis
 from flask import Flask
-from rq import SimpleWorker, Worker
+from rq import SimpleWorker, Worker, worker_registration
 from rq.cron import CronScheduler
+from rq.exceptions import StopRequested
 from rq.job import Job
 from rq.timeouts import TimerDeathPenalty
 from rq.worker import BaseWorker
@@ -67,7 +71,32 @@ class _DatabaseHeartbeat:
 
     def heartbeat(self, *args, **kwargs):
         self.db_heartbeat.maybe_beat()
-        return super().heartbeat(*args, **kwargs)
+        worker: Any = self
+        if kwargs.get("pipeline") is not None or len(args) > 1:
+            return super().heartbeat(*args, **kwargs)
+        try:
+            if not worker.connection.exists(worker.key):
+                # Redis restarted empty: RQ's heartbeat would only refresh a hash that is gone,
+                # and the worker would work on, invisible to `rq info`. Register it again.
+                logger.warning("worker %s: Redis lost its registration; registering again", worker.name)
+                with worker.connection.pipeline() as fresh:
+                    fresh.hset(worker.key, mapping=worker.serialize())
+                    worker_registration.register(worker, fresh)
+                    fresh.execute()
+            return super().heartbeat(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            # RQ's loop would quit on this (it waits Redis out only around its BLPOP): skip this
+            # beat; the next one registers again if needed.
+            reason = type(exc).__name__
+            logger.warning("worker %s: heartbeat skipped, Redis unavailable (%s)", worker.name, reason)
+            return None
+
+
+def stop_requested(worker: BaseWorker) -> bool:
+    """Whether a worker whose `work()` returned was told to stop (SIGTERM/SIGINT, a stop command)
+    rather than having quit on an error. RQ keeps this in a private flag; without it the worker
+    command could not tell a shutdown from a crash (tests/test_workers.py pins the name)."""
+    return bool(getattr(worker, "_stop_requested", False))
 
 
 class AppWorker(_DatabaseHeartbeat, Worker):
@@ -119,6 +148,37 @@ class AppCronScheduler(CronScheduler):
     def heartbeat(self) -> None:
         self._db_heartbeat.maybe_beat()
         super().heartbeat()
+
+    #: How long the loop waits before trying Redis again.
+    retry_seconds: ClassVar[float] = 2.0
+
+    def start(self) -> None:
+        """RQ's loop (enqueue what is due, save, beat, sleep), but a Redis outage or an empty
+        restart is waited out, registering again, instead of ending the process; a run missed
+        meanwhile happens as soon as Redis answers."""
+        self._install_signal_handlers()
+        registered = False
+        try:
+            while True:
+                try:
+                    if not registered:
+                        self.register_birth()
+                        registered = True
+                    if self.enqueue_jobs():
+                        self.save()
+                    self.heartbeat()
+                    pause = self.calculate_sleep_interval()
+                except redis.RedisError as exc:
+                    logger.warning("scheduler: Redis unavailable (%s); retrying", type(exc).__name__)
+                    registered = False
+                    pause = self.retry_seconds
+                if pause > 0:
+                    time.sleep(pause)
+        except (KeyboardInterrupt, StopRequested):
+            logger.info("scheduler: stopping")
+        finally:
+            with contextlib.suppress(redis.RedisError):
+                self.register_death()
 
 
 class EmbeddedWorker:

@@ -84,6 +84,8 @@ class Config:
     #: Request threads per web process (gunicorn.conf.py reads the same variable): the receiver
     #: keeps one free for /healthz when the database stalls.
     web_threads: int = 8
+    #: How often the scheduler runs recovery (re-enqueues what Redis lost), in seconds.
+    recovery_interval: int = 60
 
     @property
     def embedded_queue(self) -> bool:
@@ -298,6 +300,7 @@ def load_config(environ: Mapping[str, str], *, demo: bool = False) -> Config:
             environ, "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT", 30
         ),
         web_threads=_positive_int(environ, "GUNICORN_THREADS", 8),
+        recovery_interval=_positive_int(environ, "RECOVERY_INTERVAL_SECONDS", 60),
         demo=demo,
     )
 

@@ -18,8 +18,11 @@ logger = logging.getLogger("webhook_service.events")
 
 #: Queued events older than this with no drain in sight are picked up by recovery.
 STALE_QUEUED_AFTER = timedelta(seconds=30)
-#: A retry is presumed lost (Redis restarted empty) this long after it was due.
-LOST_RETRY_GRACE = timedelta(seconds=120)
+#: A retry is presumed lost (Redis restarted empty) this long after it was due. Short: RQ's
+#: scheduler moves a due retry within a second, and re-enqueueing one that is still in Redis is a
+#: no-op (the job id is the event id, `unique`), so a lost retry fires within its interval plus
+#: the recovery interval plus this.
+LOST_RETRY_GRACE = timedelta(seconds=10)
 
 
 def recover(
