@@ -10,6 +10,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from handlers import customers, ledger
+from handlers.scopes import claim, event_scope
 from webhook_service.core.models import CreditNote, LedgerKind
 from webhook_service.core.values import (
     int_or_zero,
@@ -38,17 +39,21 @@ def handle_credit_note_event(event: dict, session: Session) -> None:
     """Merge a credit note event, then sync its ledger rows.
 
     The event is one its declared reading accepted (handlers.read).
+
+    :raises PermanentEventError: the id belongs to another mode or account.
     """
     obj = event["data"]["object"]
     note_id = required_id(event, "credit note")
     status = obj["status"]
+    scope = event_scope(event)
     customer_id = object_id(obj.get("customer"))
     if customer_id:
-        customers.ensure_customer(session, customer_id)
+        customers.ensure_customer(session, customer_id, scope=scope)
     note = session.get(CreditNote, note_id)
     if note is None:
         note = CreditNote(id=note_id, version_key="")
         session.add(note)
+    claim(note, "credit note", scope, established=bool(note.version_key))
     created = int_or_zero(event.get("created"))
     changed = 1 if (event.get("data") or {}).get("previous_attributes") else 0
     key = f"{STATUS_RANK[status]}.{created:011d}.{changed}.{event['id']}"
@@ -118,7 +123,6 @@ def _apply_snapshot(note: CreditNote, obj: dict, customer_id: str | None) -> Non
     note.pdf = obj.get("pdf")
     note.created_at = timestamp(obj.get("created"))
     note.voided_at = timestamp(obj.get("voided_at")) or note.voided_at
-    note.livemode = obj.get("livemode") is True
 
 
 def _optional(obj: dict, name: str) -> int | None:

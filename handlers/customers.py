@@ -14,7 +14,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from handlers import ledger, ordering
+from handlers.scopes import Scope, claim, event_scope
 from handlers.settings import ENTITY_TYPES, settings_of
+from webhook_service.core.errors import PermanentEventError
 from webhook_service.core.models import Customer, Invoice
 from webhook_service.core.values import required_id
 
@@ -38,8 +40,14 @@ def related_ids(event: dict) -> dict[str, set[str]]:
     return {"customers": {customer_id} if isinstance(customer_id, str) else set()}
 
 
-def ensure_customer(session: Session, customer_id: str, hints: CustomerHints | None = None) -> Customer:
-    """Return the customer row, creating it when another object arrives first; newer hints refresh it."""
+def ensure_customer(
+    session: Session, customer_id: str, hints: CustomerHints | None = None, scope: Scope | None = None
+) -> Customer:
+    """Return the customer row, creating it when another object arrives first; newer hints refresh it.
+
+    :param scope: the mode and account of the event that names the customer.
+    :raises PermanentEventError: the customer belongs to another mode or account.
+    """
     customer = session.get(Customer, customer_id)
     if customer is None:
         customer = Customer(
@@ -50,10 +58,11 @@ def ensure_customer(session: Session, customer_id: str, hints: CustomerHints | N
             entity_type=settings_of(session).default_entity_type,
         )
         session.add(customer)
+    if scope is not None:
+        claim(customer, "customer", scope, established=bool(customer.version_key or customer.ledger))
     if hints is not None and hints.version_key > (customer.version_key or ""):
         customer.name = hints.name
         customer.email = hints.email
-        customer.livemode = hints.livemode
         customer.version_key = hints.version_key
     return customer
 
@@ -95,21 +104,26 @@ def _apply_snapshot(session: Session, customer: Customer, obj: dict, observed: i
     customer.name = obj["name"] if "name" in obj else obj.get("description")
     customer.email = obj.get("email")
     customer.currency = obj.get("currency") or first_invoice_currency(session, customer.id)
-    customer.livemode = obj.get("livemode") is True
     key = f"{observed:011d}.1"
     if key >= (customer.balance_observed_key or ""):  # an invoice may have seen a newer balance
         customer.balance, customer.balance_observed_key = balance, key
     customer.entity_type = entity_type if entity_type in ENTITY_TYPES else settings.default_entity_type
     customer.entity_id = metadata.get(settings.entity_id_key) or None
+    # `balance` is the one in the customer's currency (ledger.reconcile reads it); the map, when the
+    # payload has it, gives every other currency's credit.
+    ledger.set_reported(customer, _invoice_credit_balance(obj))
 
 
 def handle_customer_event(event: dict, session: Session) -> None:
     """Merge a customer event: profile, entity, balance; then reconcile the credit ledger.
 
     The event is one its declared reading accepted (handlers.read).
+
+    :raises PermanentEventError: a malformed credit map, or an id of another mode or account.
     """
     customer_id = required_id(event, "customer object")
-    customer = ensure_customer(session, customer_id)
+    _invoice_credit_balance(event["data"]["object"])  # a malformed map fails this event at once
+    customer = ensure_customer(session, customer_id, scope=event_scope(event))
     raw_created = event.get("created")
     created = raw_created if isinstance(raw_created, int) else 0
     won = ordering.winner(session, event, customer.version_key, "customer", order_prefix)
@@ -144,3 +158,28 @@ def settle_currency(session: Session, customer: Customer, invoice_currency: str 
     if customer.version_key.startswith("1.") and customer.currency is not None:
         return  # a customer event stated (or settled) it
     customer.currency = first_invoice_currency(session, customer.id) or customer.currency
+
+
+def _invoice_credit_balance(obj: dict) -> dict[str, int]:
+    """Stripe's `invoice_credit_balance` (currency → credit, positive = credit), when present.
+
+    :raises PermanentEventError: the map or one of its amounts has the wrong type.
+    """
+    value = obj.get("invoice_credit_balance")
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise PermanentEventError(
+            f"data.object.invoice_credit_balance: expected an object, got {type(value).__name__}"
+        )
+    credit = {}
+    for currency, amount in value.items():
+        if not isinstance(currency, str) or len(currency) != 3:
+            raise PermanentEventError("data.object.invoice_credit_balance: keys must be currency codes")
+        if isinstance(amount, bool) or not isinstance(amount, int):
+            got = type(amount).__name__
+            raise PermanentEventError(
+                f"data.object.invoice_credit_balance.{currency}: expected an integer, got {got}"
+            )
+        credit[currency.lower()] = amount
+    return credit

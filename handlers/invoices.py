@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from sqlalchemy.orm import Session
 
 from handlers import customers, invoice_eras, invoice_payments, ledger, ordering, past_due, status_history
+from handlers.scopes import claim, copy_scope, event_scope
 from handlers.settings import settings_of
 from handlers.status_history import STATUS_RANK
 from webhook_service.core.models import Invoice, InvoiceLine, LedgerKind
@@ -73,20 +74,25 @@ def handle_invoice_event(event: dict, session: Session) -> None:
 
     :param event: the event as its declared reading returned it (handlers.read; any API version).
     :param session: the unit of work; the caller commits.
+    :raises PermanentEventError: the invoice's id belongs to another mode or account.
     """
     obj = event["data"]["object"]
     invoice_id = required_id(event, "invoice object")
     stripe_status = invoice_eras.stripe_status(event["type"], obj)
+    scope = event_scope(event)
 
     customer_id = _customer_id(obj)
     customer = (
-        customers.ensure_customer(session, customer_id, _customer_hints(event, obj)) if customer_id else None
+        customers.ensure_customer(session, customer_id, _customer_hints(event, obj), scope)
+        if customer_id
+        else None
     )
 
     invoice = session.get(Invoice, invoice_id)
     if invoice is None:
         invoice = Invoice(id=invoice_id, version_key="", credit_applied=0, attempt_count=0)
         session.add(invoice)
+    claim(invoice, "invoice", scope, established=bool(invoice.version_key))
 
     won = ordering.winner(session, event, invoice.version_key, "invoice", order_prefix)
     if won is not None:
@@ -113,6 +119,9 @@ def handle_invoice_event(event: dict, session: Session) -> None:
         invoice_payments.merge_payment(session, dict(payment, invoice=invoice_id), version, event["id"])
     if payments:
         invoice_payments.settle(session, invoice)
+
+    for line in invoice.lines:
+        copy_scope(line, scope)
 
     if event["type"] == "invoice.deleted" and invoice.deleted_at is None:
         invoice.deleted_at = timestamp(event.get("created")) or timestamp(obj.get("created"))
@@ -250,7 +259,6 @@ def _apply_snapshot(
     invoice.period_end = timestamp(obj.get("period_end"))
     invoice.hosted_invoice_url = obj.get("hosted_invoice_url")
     invoice.invoice_pdf = obj.get("invoice_pdf")
-    invoice.livemode = obj.get("livemode") is True
     invoice.pre_payment_credit_notes_amount = _opt_int(obj, "pre_payment_credit_notes_amount") or 0
     invoice.post_payment_credit_notes_amount = _opt_int(obj, "post_payment_credit_notes_amount") or 0
     invoice.amount_overpaid = _opt_int(obj, "amount_overpaid") or 0

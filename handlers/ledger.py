@@ -1,4 +1,4 @@
-"""The credit ledger: why each customer's credit balance is what it is.
+"""The credit ledger: why each customer's credit balance in each currency is what it is.
 
 Amounts are in portal sign (positive adds credit). Each explained row is a pure function of the
 newest snapshot of one Stripe object (a credit note, an invoice), keyed by (kind, object), so
@@ -6,17 +6,26 @@ duplicates, replays and two events describing one change can never add a second 
 sends no event for a balance transaction itself, so manual adjustments (and any balance from
 before this service started) are the residual: Stripe's balance minus what the other rows
 explain. Ledger and balance therefore always agree, in any delivery order.
+
+Everything is per currency: a customer has one balance per currency in Stripe, and an amount in
+one currency never explains, offsets or adjusts a balance in another (docs/design.md).
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Mapping
 from datetime import datetime
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
-from webhook_service.core.models import CreditLedgerEntry, Customer, LedgerKind
+from handlers.scopes import copy_scope, row_scope
+from webhook_service.core.models import CreditLedgerEntry, Customer, CustomerBalance, LedgerKind
 
 Desired = dict[str, tuple[int, str | None, datetime | None]]  # kind → (amount, currency, effective_at)
+ADJUSTMENT = LedgerKind.ADJUSTMENT.value
+#: Session flag: an adjustment row was removed and its DELETE is not flushed yet.
+_REMOVED_ADJUSTMENT = "ledger_adjustment_removed"
 
 
 def sync_source(
@@ -30,6 +39,7 @@ def sync_source(
         e.kind: e for e in customer.ledger if e.source_type == source_type and e.source_id == source_id
     }
     for kind, (amount, currency, effective_at) in desired.items():
+        currency = currency or customer.currency
         entry = current.pop(kind, None)
         if entry is None:
             customer.ledger.append(
@@ -49,30 +59,113 @@ def sync_source(
     reconcile(customer)
 
 
+def set_reported(customer: Customer, reported: Mapping[str, int]) -> None:
+    """Record Stripe's credit in other currencies than the customer's own, then reconcile.
+
+    :param reported: currency → credit available (portal sign), from the newest customer snapshot's
+        `invoice_credit_balance`; currencies left out are ones it said nothing about, whose balance
+        is then what the ledger explains. The customer's own currency always follows
+        `customer.balance` (a snapshot's, or an invoice's newer observation of it).
+    """
+    others = {currency: amount for currency, amount in reported.items() if currency != customer.currency}
+    balances = {balance.currency: balance for balance in customer.balances}
+    for currency, balance in balances.items():
+        if currency != customer.currency and balance.reported != others.get(currency):
+            balance.reported = others.get(currency)
+    for currency in sorted(set(others) - set(balances)):
+        customer.balances.append(
+            CustomerBalance(currency=currency, reported=others[currency], credit_balance=0)
+        )
+    reconcile(customer)
+
+
 def reconcile(customer: Customer) -> None:
-    """Set the credit balance, and the adjustment row that makes the ledger add up to it."""
-    explained = sum(e.amount for e in customer.ledger if e.kind != LedgerKind.ADJUSTMENT.value)
-    adjustment = next((e for e in customer.ledger if e.kind == LedgerKind.ADJUSTMENT.value), None)
-    if customer.balance is None:  # no customer snapshot yet: the explained rows are all we know
-        customer.credit_balance = explained
-        residual = 0
-    else:
-        customer.credit_balance = -customer.balance
-        residual = customer.credit_balance - explained
+    """Set each currency's balance, and the adjustment row that makes that currency's ledger add up.
+
+    A currency Stripe reported keeps Stripe's figure, and the residual becomes its adjustment row;
+    a currency it did not report is the sum of its explained rows. `customers.credit_balance` is
+    the figure of the customer's own currency.
+    """
+    scope = row_scope(customer)
+    explained: dict[str, int] = defaultdict(int)
+    adjustments: dict[str | None, CreditLedgerEntry] = {}
+    for entry in customer.ledger:
+        copy_scope(entry, scope)
+        if entry.kind == ADJUSTMENT:
+            adjustments[entry.currency] = entry
+        elif currency := entry.currency or customer.currency:
+            explained[currency] += entry.amount
+    balances = {balance.currency: balance for balance in customer.balances}
+    own = customer.currency
+    if own:
+        own_reported = None if customer.balance is None else -customer.balance
+        if own not in balances and own_reported is not None:
+            balances[own] = CustomerBalance(currency=own, credit_balance=0)
+            customer.balances.append(balances[own])
+        if own in balances and balances[own].reported != own_reported:
+            balances[own].reported = own_reported
+    for currency in sorted(set(explained) | set(balances)):
+        balance = balances.get(currency)
+        if balance is None:
+            balance = balances[currency] = CustomerBalance(currency=currency, credit_balance=0)
+            customer.balances.append(balance)
+        if balance.reported is None and currency not in explained:
+            customer.balances.remove(balance)  # nothing says the customer has this currency any more
+            del balances[currency]
+            continue
+        copy_scope(balance, scope)
+        credit = explained[currency] if balance.reported is None else balance.reported
+        if balance.credit_balance != credit:
+            balance.credit_balance = credit
+        _set_adjustment(customer, adjustments.pop(currency, None), currency, credit - explained[currency])
+    for stale in adjustments.values():  # a currency no longer held, or a row from before migration 0012
+        _remove_adjustment(customer, stale)
+    customer.credit_balance = _own_credit(customer, balances)
+
+
+def _set_adjustment(
+    customer: Customer, entry: CreditLedgerEntry | None, currency: str, residual: int
+) -> None:
     if residual == 0:
-        if adjustment is not None:
-            customer.ledger.remove(adjustment)
+        if entry is not None:
+            _remove_adjustment(customer, entry)
         return
-    if adjustment is None:
+    if entry is None:
+        # An adjustment of this currency removed earlier in this transaction must be gone first:
+        # the unit of work emits INSERTs before DELETEs, and the unique key would refuse the new row.
+        session = object_session(customer)
+        if session is not None and session.info.pop(_REMOVED_ADJUSTMENT, False):
+            session.flush()
         customer.ledger.append(
             CreditLedgerEntry(
-                kind=LedgerKind.ADJUSTMENT.value,
+                kind=ADJUSTMENT,
                 amount=residual,
-                currency=customer.currency,
+                currency=currency,
                 source_type="customer",
                 source_id=customer.id,
                 effective_at=None,
+                livemode=customer.livemode,
+                account=customer.account,
             )  # fmt: skip
         )
-    elif adjustment.amount != residual or adjustment.currency != customer.currency:
-        adjustment.amount, adjustment.currency = residual, customer.currency
+    elif entry.amount != residual:
+        entry.amount = residual
+
+
+def _remove_adjustment(customer: Customer, entry: CreditLedgerEntry) -> None:
+    customer.ledger.remove(entry)
+    session = object_session(customer)
+    if session is not None:
+        session.info[_REMOVED_ADJUSTMENT] = True
+
+
+def _own_credit(customer: Customer, balances: dict[str, CustomerBalance]) -> int:
+    """The credit in the customer's own currency (the API's `credit_balance`)."""
+    own = customer.currency
+    if own is None and len(balances) == 1:
+        own = next(iter(balances))
+    if own in balances:
+        return balances[own].credit_balance
+    if own is None and customer.balance is not None:
+        return -customer.balance  # a balance with no currency on record: Stripe's figure as it is
+    return 0

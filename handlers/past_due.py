@@ -120,7 +120,12 @@ def _insert_notifications(session: Session, invoice: Invoice, values: dict) -> N
                 }
             )
     dialect = session.get_bind().dialect.name
-    common = {"kind": KIND, "invoice_id": invoice.id, "customer_id": invoice.customer_id, **values}
+    # A notification belongs to its invoice's mode and account, so test-mode invoices and other
+    # Connect accounts' invoices never reach a live admin list by accident.
+    common = {
+        "kind": KIND, "invoice_id": invoice.id, "customer_id": invoice.customer_id,
+        "livemode": bool(invoice.livemode), "account": invoice.account, **values,
+    }  # fmt: skip
     # The unique key (invoice, kind, audience) makes this exactly-once under any race.
     session.execute(
         dialect_insert(dialect, Notification)

@@ -8,6 +8,7 @@ from webhook_service.core.models import (
     CreditLedgerEntry,
     CreditNote,
     Customer,
+    CustomerBalance,
     Invoice,
     InvoiceLine,
     InvoiceStatusChange,
@@ -59,6 +60,7 @@ def mirror_state(app) -> dict:
             ],
             "credit_notes": [_row(n) for n in session.scalars(sa.select(CreditNote).order_by(CreditNote.id))],
             "ledger": sorted(_row(e, skip=("id",)) for e in session.scalars(sa.select(CreditLedgerEntry))),
+            "balances": sorted(_row(b) for b in session.scalars(sa.select(CustomerBalance))),
             "notifications": sorted(_row(n, skip=("id",)) for n in session.scalars(sa.select(Notification))),
         }
 

@@ -194,6 +194,13 @@ LIST_QUERIES = [
     ("SELECT id FROM notifications WHERE audience = 'admins' ORDER BY created_at DESC LIMIT 50",
      "ix_notifications_audience_created"),
     ("SELECT id FROM stripe_events ORDER BY received_at DESC LIMIT 50", "ix_stripe_events_received"),
+    ("SELECT id FROM customers ORDER BY created_at DESC, id DESC LIMIT 50", "ix_customers_created"),
+    ("SELECT id FROM customers WHERE lower(name) LIKE 'acme%' LIMIT 50", "ix_customers_name_prefix"),
+    ("SELECT id FROM customers WHERE lower(email) LIKE 'ap@%' LIMIT 50", "ix_customers_email_prefix"),
+    ("SELECT id FROM invoices WHERE account = 'acct_1' AND livemode ORDER BY created_at DESC LIMIT 50",
+     "ix_invoices_account_created"),
+    ("SELECT id FROM notifications WHERE account IS NULL AND NOT livemode ORDER BY created_at DESC LIMIT 50",
+     "ix_notifications_account_created"),
     ("SELECT id FROM stripe_events WHERE type = 'invoice.paid' ORDER BY received_at DESC LIMIT 50",
      "ix_stripe_events_type_received"),
 ]  # fmt: skip

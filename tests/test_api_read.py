@@ -1,13 +1,19 @@
 """The read API beyond the basics: one event, the customer list, unknown parameters, error text."""
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
+from builder import Customer
 
+from tests.handlers.test_currencies import eur_credit_story
+from tests.handlers.test_invoices import apply
+from tests.handlers.test_scopes import ACCOUNT_A, ACCOUNT_B, story
 from tests.helpers import run_worker
 from tests.test_cli import run_cli
 from webhook_service.core.models import StripeEvent
+from webhook_service.processing.sweep import sweep_past_due
 from webhook_service.web.services import get_services
 
 KEY = "portal-key-read-0123456789"
@@ -126,3 +132,53 @@ def test_customer_list_filters_and_pages(client, mirrored):
     pages = [get(client, "/customers", per_page=4, page=p).get_json() for p in (1, 2)]
     assert [len(p["items"]) for p in pages] == [4, 1]
     assert len({i["id"] for p in pages for i in p["items"]}) == 5
+
+
+def test_lists_filter_on_mode_and_account_and_every_object_says_which(client, services):
+    alpha = Customer("cus_1AlphaBuyer000000000", "Ann", "ann@a.example")
+    beta = Customer("cus_1BetaBuyer0000000000", "Bob", "bob@b.example")
+    platform = Customer("cus_1PlatformBuyer000000", "Pat", "pat@p.example")
+    apply(services, story("alpha", alpha, ACCOUNT_A, livemode=True)[0] + story("beta", beta, ACCOUNT_B)[0]
+          + story("plat", platform, None, livemode=True)[0])  # fmt: skip
+    sweep_past_due(services.db, now=datetime.fromtimestamp(1_793_000_000 + 30 * 86400, UTC))
+
+    def ids(path, **params):
+        return sorted(
+            item.get("customer_id") or item["id"] for item in get(client, path, **params).get_json()["items"]
+        )
+
+    for path in ("/invoices", "/customers", "/notifications"):
+        assert ids(path, account=ACCOUNT_A) in ([alpha.id], [alpha.id, alpha.id])
+        assert ids(path, account="platform") in ([platform.id], [platform.id, platform.id])
+        assert set(ids(path, livemode="true")) == {alpha.id, platform.id}
+        assert set(ids(path, livemode="false", account=ACCOUNT_B)) == {beta.id}
+        assert ids(path, livemode="false", account=ACCOUNT_A) == []
+    invoice = get(client, "/invoices", account=ACCOUNT_A).get_json()["items"][0]
+    detail = get(client, f"/invoices/{invoice['id']}").get_json()
+    assert (detail["livemode"], detail["account"]) == (True, ACCOUNT_A)
+    assert {(x["livemode"], x["account"]) for x in detail["lines"] + detail["credit_notes"]} == {
+        (True, ACCOUNT_A)
+    }
+    customer = get(client, f"/customers/{beta.id}").get_json()
+    assert (customer["livemode"], customer["account"], customer["credit_balances"]) == (
+        False,
+        ACCOUNT_B,
+        {"usd": 500},
+    )
+    assert {(x["livemode"], x["account"]) for x in customer["ledger"]} == {(False, ACCOUNT_B)}
+    assert all(
+        n["account"] == ACCOUNT_A
+        for n in get(client, "/notifications", account=ACCOUNT_A).get_json()["items"]
+    )
+
+
+def test_credit_balances_per_currency(client, services):
+    apply(services, eur_credit_story())
+    body = get(client, "/customers/cus_1FrankFreight0000000000").get_json()
+    assert (body["credit_balance"], body["currency"], body["credit_balances"]) == (
+        1000,
+        "usd",
+        {"usd": 1000, "eur": 2000},
+    )
+    listed = get(client, "/customers", q="frank").get_json()["items"]
+    assert [c["credit_balances"] for c in listed] == [{"usd": 1000, "eur": 2000}]

@@ -25,6 +25,8 @@ from webhook_service.web.services import get_services
 #: The repository's fixtures, next to the package in a source checkout. A wheel does not ship them
 #: (they are test data, and grow with every API era): an installed `demo` needs `--fixtures DIR`.
 DEFAULT_FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "events"
+#: Stories the demo adds to them (fixtures/make_fixtures.py): a customer with credit in two currencies.
+DEMO_SCENARIOS = DEFAULT_FIXTURES.parent / "scenarios"
 #: How long the demo waits for the worker to mirror everything it sent.
 PROCESSING_TIMEOUT_SECONDS = 60
 #: Every n-th event is delivered twice, as Stripe sometimes does.
@@ -91,7 +93,11 @@ def render_invoice_table(session) -> str:
 
 
 def render_credit_table(session) -> str:
-    """Customers with their entity and credit balance, each followed by the ledger rows behind it."""
+    """Customers with their entity and credit per currency, each followed by the ledger rows behind it.
+
+    The first line is the credit in the customer's own currency; credit in any other currency gets
+    a line of its own, never a sum (a EUR credit is not a USD one).
+    """
     customers = session.scalars(sa.select(Customer).order_by(Customer.name)).all()
     header = ("customer / ledger", "entity / source", "credit")
     rows = []
@@ -100,7 +106,11 @@ def render_credit_table(session) -> str:
         rows.append(
             (customer.name or customer.id, entity, _money(customer.credit_balance, customer.currency))
         )
-        for entry in customer.ledger:
+        for currency, amount in customer.credit_balances.items():
+            if currency != customer.currency:
+                rows.append((f"  credit in {currency.upper()}", "", _money(amount, currency)))
+        own_first = sorted(customer.ledger, key=lambda e: (e.currency != customer.currency, e.currency or ""))
+        for entry in own_first:
             rows.append(
                 (
                     f"  {entry.kind}",
@@ -182,6 +192,8 @@ def run_demo(
     url = f"http://127.0.0.1:{server.server_port}/webhooks/stripe"
     try:
         bodies = load_fixture_bodies(Path(fixtures_dir) if fixtures_dir else DEFAULT_FIXTURES)
+        if not fixtures_dir and DEMO_SCENARIOS.is_dir():
+            bodies += load_fixture_bodies(DEMO_SCENARIOS)
         if not bodies:
             click.echo("No fixture events found.", err=True)
             return 1

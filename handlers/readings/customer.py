@@ -2,8 +2,37 @@
 
 from __future__ import annotations
 
-from handlers.readings.fields import Bool, Currency, Id, Int, Reading, StringMap, Text, Timestamp
+from marshmallow import ValidationError
+
+from handlers.readings.fields import (
+    Bool,
+    Currency,
+    Id,
+    Int,
+    Reading,
+    StringMap,
+    StripeField,
+    Text,
+    Timestamp,
+    describe,
+)
 from webhook_service.core.models import Customer
+
+
+class CreditMap(StripeField):
+    """`invoice_credit_balance`: currency → credit (positive = credit), when a payload includes it."""
+
+    expected = "an object of integers by currency"
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, dict):
+            self.fail(value)
+        for key, amount in value.items():
+            if not isinstance(key, str) or len(key) != 3:
+                raise ValidationError(["keys must be currency codes"])
+            if isinstance(amount, bool) or not isinstance(amount, int):
+                raise ValidationError({key: [f"expected an integer, got {describe(amount)}"]})
+        return dict(value)
 
 
 class CustomerReading(Reading):
@@ -19,3 +48,4 @@ class CustomerReading(Reading):
     deleted = Bool()
     livemode = Bool()
     metadata = StringMap()
+    invoice_credit_balance = CreditMap()

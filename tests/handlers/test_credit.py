@@ -226,7 +226,13 @@ def test_ledger_rows_are_unique_per_reason_and_object(services):
     with services.db.sessions() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(CreditLedgerEntry)) == 1
     with pytest.raises(sa.exc.IntegrityError), services.db.sessions() as session, session.begin():
-        duplicate = {"kind": "credit_note", "source_type": "credit_note", "source_id": obj["id"]}
+        # The key is (customer, kind, object, currency): one row per reason, object and currency.
+        duplicate = {
+            "kind": "credit_note",
+            "source_type": "credit_note",
+            "source_id": obj["id"],
+            "currency": "usd",
+        }
         session.add(CreditLedgerEntry(customer_id=ERIN.id, amount=1, **duplicate))
 
 

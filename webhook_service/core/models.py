@@ -36,6 +36,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+#: Indexes on expressions that migrations create on PostgreSQL only (SQLite cannot reflect them, so
+#: they are not declared here): the customer list's case-insensitive name and email prefix search.
+EXPRESSION_INDEXES = frozenset({"ix_customers_name_prefix", "ix_customers_email_prefix"})
+
+
 class Base(DeclarativeBase):
     metadata = sa.MetaData(
         naming_convention={
@@ -131,6 +136,8 @@ class Customer(Base):
     email: Mapped[str | None] = mapped_column(sa.String(512))
     currency: Mapped[str | None] = mapped_column(sa.String(3))
     livemode: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    #: The Connect account the object belongs to (`event.account`); null for the platform's own.
+    account: Mapped[str | None] = mapped_column(sa.String(255))
     #: Stripe's `balance` (negative = credit), from its newest observation: a customer snapshot, or an
     #: invoice that applied credit at finalization (`ending_balance`); null before either arrives.
     balance: Mapped[int | None] = mapped_column(sa.BigInteger)
@@ -149,8 +156,22 @@ class Customer(Base):
     ledger: Mapped[list[CreditLedgerEntry]] = relationship(
         back_populates="customer", cascade="all, delete-orphan", order_by="CreditLedgerEntry.effective_at"
     )
+    balances: Mapped[list[CustomerBalance]] = relationship(
+        back_populates="customer", cascade="all, delete-orphan", order_by="CustomerBalance.currency"
+    )
 
-    __table_args__ = (sa.Index("ix_customers_entity_id", "entity_id"),)
+    __table_args__ = (
+        sa.Index("ix_customers_entity_id", "entity_id"),
+        # The customer list: newest first, overall and per account. (Its name and email prefix
+        # search uses lower() expression indexes that migration 0012 creates on PostgreSQL only.)
+        sa.Index("ix_customers_created", "created_at", "id"),
+        sa.Index("ix_customers_account_created", "account", "livemode", "created_at"),
+    )
+
+    @property
+    def credit_balances(self) -> dict[str, int]:
+        """Credit available in every currency the customer has one in (never summed across them)."""
+        return {balance.currency: balance.credit_balance for balance in self.balances}
 
 
 class Invoice(Base):
@@ -188,6 +209,8 @@ class Invoice(Base):
     hosted_invoice_url: Mapped[str | None] = mapped_column(sa.Text)
     invoice_pdf: Mapped[str | None] = mapped_column(sa.Text)
     livemode: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    #: The Connect account the object belongs to (`event.account`); null for the platform's own.
+    account: Mapped[str | None] = mapped_column(sa.String(255))
     #: Credit notes issued against the invoice, before and after payment (Stripe's own sums).
     pre_payment_credit_notes_amount: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     post_payment_credit_notes_amount: Mapped[int] = mapped_column(sa.BigInteger, default=0)
@@ -223,6 +246,7 @@ class Invoice(Base):
         sa.Index("ix_invoices_created", "created_at", "id"),
         sa.Index("ix_invoices_customer_created", "customer_id", "created_at"),
         sa.Index("ix_invoices_number_prefix", "number", postgresql_ops={"number": "varchar_pattern_ops"}),
+        sa.Index("ix_invoices_account_created", "account", "livemode", "created_at"),
         # The incomplete-lines gauge counts these few rows at every scrape.
         sa.Index(
             "ix_invoices_lines_incomplete",
@@ -252,6 +276,9 @@ class InvoiceLine(Base):
     proration: Mapped[bool] = mapped_column(sa.Boolean, default=False)
     period_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
     period_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The invoice's mode and account.
+    livemode: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    account: Mapped[str | None] = mapped_column(sa.String(255))
 
     invoice: Mapped[Invoice] = relationship(back_populates="lines")
 
@@ -326,12 +353,16 @@ class Notification(Base):
     #: Set by the portal.
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     read_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The invoice's mode and account.
+    livemode: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    account: Mapped[str | None] = mapped_column(sa.String(255))
 
     __table_args__ = (
         sa.UniqueConstraint("invoice_id", "kind", "audience"),
         sa.Index("ix_notifications_customer_created", "customer_id", "created_at"),
         sa.Index("ix_notifications_audience_created", "audience", "created_at"),
         sa.Index("ix_notifications_created", "created_at"),
+        sa.Index("ix_notifications_account_created", "account", "livemode", "created_at"),
     )
 
 
@@ -389,6 +420,8 @@ class CreditNote(Base):
     created_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     voided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     livemode: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    #: The Connect account the object belongs to (`event.account`); null for the platform's own.
+    account: Mapped[str | None] = mapped_column(sa.String(255))
     version_key: Mapped[str] = mapped_column(sa.String(300), default="")
     source_event_id: Mapped[str | None] = mapped_column(sa.String(255))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -425,11 +458,45 @@ class CreditLedgerEntry(Base):
     source_type: Mapped[str] = mapped_column(sa.String(16))
     source_id: Mapped[str] = mapped_column(sa.String(255))
     effective_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The customer's mode and account.
+    livemode: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    account: Mapped[str | None] = mapped_column(sa.String(255))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     customer: Mapped[Customer] = relationship(back_populates="ledger")
 
-    __table_args__ = (sa.UniqueConstraint("customer_id", "kind", "source_type", "source_id"),)
+    #: One row per reason, object and currency (the adjustment row exists once per currency).
+    __table_args__ = (
+        sa.UniqueConstraint(
+            "customer_id",
+            "kind",
+            "source_type",
+            "source_id",
+            "currency",
+            name="uq_credit_ledger_source_currency",
+        ),
+    )
+
+
+class CustomerBalance(Base):
+    """A customer's credit in one currency; Stripe keeps one balance per currency, and so do we."""
+
+    __tablename__ = "customer_balances"
+
+    customer_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True
+    )
+    currency: Mapped[str] = mapped_column(sa.String(3), primary_key=True)
+    #: Credit available, positive; equals the sum of the customer's ledger rows in this currency.
+    credit_balance: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    #: Stripe's figure from the newest customer snapshot (portal sign); null when no snapshot gave
+    #: one for this currency, and the balance is then the sum of the explained ledger rows.
+    reported: Mapped[int | None] = mapped_column(sa.BigInteger)
+    livemode: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    account: Mapped[str | None] = mapped_column(sa.String(255))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    customer: Mapped[Customer] = relationship(back_populates="balances")
 
 
 class OperatorAction(Base):

@@ -78,7 +78,7 @@ def lock_related_rows(session: Session, events: Sequence[dict]) -> None:
             sa.select(Customer)
             .where(Customer.id.in_(sorted(customer_ids)))
             .order_by(Customer.id)
-            .options(selectinload(Customer.ledger))
+            .options(selectinload(Customer.ledger), selectinload(Customer.balances))
             .with_for_update(of=Customer)
         ).all()
     if notifying:

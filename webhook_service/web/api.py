@@ -19,6 +19,7 @@ from webhook_service.core.errors import NotFound, Unauthorized
 from webhook_service.core.models import CreditNote, Customer, Invoice, Notification, StripeEvent
 from webhook_service.processing import audit
 from webhook_service.web.schemas import (
+    PLATFORM,
     AuditArgs,
     AuditPageSchema,
     CustomerArgs,
@@ -107,6 +108,16 @@ def _printable_id(value: str, what: str) -> str:
     return value
 
 
+def _scoped(stmt, model, args: dict):
+    """Apply the `livemode` and `account` filters every list of mirrored objects has."""
+    if "livemode" in args:
+        stmt = stmt.where(model.livemode.is_(args["livemode"]))
+    if "account" in args:
+        account = None if args["account"] == PLATFORM else args["account"]
+        stmt = stmt.where(model.account.is_(None) if account is None else model.account == account)
+    return stmt
+
+
 def _page(session: Session, stmt, args: dict, order_by) -> dict:
     total = session.scalar(sa.select(sa.func.count()).select_from(stmt.order_by(None).subquery()))
     offset = (args["page"] - 1) * args["per_page"]
@@ -130,7 +141,7 @@ def list_invoices(args):
     `issued_from` is inclusive and `issued_to` exclusive; `issued_from` after `issued_to` is a 400
     (an inverted range is a mistake, not an empty answer).
     """
-    stmt = sa.select(Invoice).where(Invoice.deleted_at.is_(None))
+    stmt = _scoped(sa.select(Invoice).where(Invoice.deleted_at.is_(None)), Invoice, args)
     if "status" in args:
         stmt = stmt.where(Invoice.status == args["status"])
     if "customer" in args:
@@ -181,7 +192,7 @@ def list_customers(args):
     `q` matches the start of the name or of the email, ignoring case. Items carry the credit
     balances but not the ledger (one customer's ledger is at /customers/{id}).
     """
-    stmt = sa.select(Customer)
+    stmt = _scoped(sa.select(Customer).options(selectinload(Customer.balances)), Customer, args)
     if "entity" in args:
         stmt = stmt.where(Customer.entity_id == args["entity"])
     if "q" in args:
@@ -206,7 +217,9 @@ def get_customer(customer_id: str):
     _printable_id(customer_id, "customer")
     with get_services().db.sessions() as session:
         customer = session.scalars(
-            sa.select(Customer).where(Customer.id == customer_id).options(selectinload(Customer.ledger))
+            sa.select(Customer)
+            .where(Customer.id == customer_id)
+            .options(selectinload(Customer.ledger), selectinload(Customer.balances))
         ).first()
         if customer is None:
             raise NotFound(f"No customer {customer_id!r}.")
@@ -219,7 +232,7 @@ def get_customer(customer_id: str):
 @bp.alt_response(**_UNAUTHORIZED)
 def list_notifications(args):
     """Past-due notifications, newest first, filtered by invoice, customer and audience."""
-    stmt = sa.select(Notification)
+    stmt = _scoped(sa.select(Notification), Notification, args)
     if "invoice" in args:
         stmt = stmt.where(Notification.invoice_id == args["invoice"])
     if "customer" in args:
@@ -236,7 +249,7 @@ def list_notifications(args):
 @bp.alt_response(**_UNAUTHORIZED)
 def list_events(args):
     """The event log for operators, newest first (payloads stay in the database and the CLI)."""
-    stmt = sa.select(StripeEvent)
+    stmt = _scoped(sa.select(StripeEvent), StripeEvent, args)
     if "status" in args:
         stmt = stmt.where(StripeEvent.status == args["status"])
     if "type" in args:

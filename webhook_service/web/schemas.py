@@ -14,6 +14,12 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 from webhook_service.core.errors import error_summary
 from webhook_service.core.models import Audience, EventStatus, InvoiceStatus
 
+#: What `account` means on every mirrored object.
+ACCOUNT_DESCRIPTION = (
+    "The Connect account the object belongs to (`event.account`); null for the platform's own"
+)
+#: The `account` filter's value for the platform's own objects (account null).
+PLATFORM = "platform"
 MAX_PER_PAGE = 200
 DEFAULT_PER_PAGE = 50
 #: Filters are identifiers and prefixes: no NUL or other control characters (PostgreSQL rejects NUL).
@@ -47,6 +53,8 @@ class LineSchema(_DumpSchema):
     proration = fields.Boolean()
     period_start = fields.DateTime(allow_none=True)
     period_end = fields.DateTime(allow_none=True)
+    livemode = fields.Boolean()
+    account = fields.String(allow_none=True, metadata={"description": ACCOUNT_DESCRIPTION})
 
 
 class StatusChangeSchema(_DumpSchema):
@@ -76,6 +84,8 @@ class CreditNoteSchema(_DumpSchema):
     pdf = fields.String(allow_none=True)
     created_at = fields.DateTime(allow_none=True)
     voided_at = fields.DateTime(allow_none=True)
+    livemode = fields.Boolean()
+    account = fields.String(allow_none=True, metadata={"description": ACCOUNT_DESCRIPTION})
 
 
 class InvoiceSchema(_DumpSchema):
@@ -107,6 +117,7 @@ class InvoiceSchema(_DumpSchema):
     billing_reason = fields.String(allow_none=True)
     collection_method = fields.String(allow_none=True)
     livemode = fields.Boolean()
+    account = fields.String(allow_none=True, metadata={"description": ACCOUNT_DESCRIPTION})
     lines_complete = fields.Boolean(
         metadata={"description": "False when `lines` is only the first page Stripe's payload carried"}
     )
@@ -126,6 +137,8 @@ class LedgerEntrySchema(_DumpSchema):
     source_type = fields.String()
     source_id = fields.String()
     effective_at = fields.DateTime(allow_none=True)
+    livemode = fields.Boolean()
+    account = fields.String(allow_none=True, metadata={"description": ACCOUNT_DESCRIPTION})
 
 
 class CustomerSchema(_DumpSchema):
@@ -136,10 +149,20 @@ class CustomerSchema(_DumpSchema):
     entity_id = fields.String(allow_none=True)
     entity_name = fields.Function(lambda c: c.name or c.email or c.id)
     credit_balance = fields.Integer(
-        metadata={"description": "Credit available, positive (Stripe's balance negated)"}
+        metadata={
+            "description": "Credit available in the customer's own `currency`, positive "
+            "(Stripe's balance negated)"
+        }
+    )
+    credit_balances = fields.Dict(
+        keys=fields.String(),
+        values=fields.Integer(),
+        metadata={"description": "Credit available per currency (lower-case ISO code → minor units)"},
     )
     currency = fields.String(allow_none=True)
     deleted_at = fields.DateTime(allow_none=True)
+    livemode = fields.Boolean()
+    account = fields.String(allow_none=True, metadata={"description": ACCOUNT_DESCRIPTION})
 
 
 class CustomerDetailSchema(CustomerSchema):
@@ -160,6 +183,8 @@ class NotificationSchema(_DumpSchema):
     created_at = fields.DateTime()
     delivered_at = fields.DateTime(allow_none=True)
     read_at = fields.DateTime(allow_none=True)
+    livemode = fields.Boolean()
+    account = fields.String(allow_none=True, metadata={"description": ACCOUNT_DESCRIPTION})
 
 
 class EventSchema(_DumpSchema):
@@ -229,7 +254,17 @@ class PageArgs(Schema):
 _ID = [validate.Length(min=1, max=255), PRINTABLE]
 
 
-class InvoiceArgs(PageArgs):
+class ScopeArgs(PageArgs):
+    """Every list of mirrored objects filters on mode and Connect account."""
+
+    livemode = fields.Boolean(metadata={"description": "true: live-mode objects only; false: test mode"})
+    account = fields.String(
+        validate=_ID,
+        metadata={"description": f"A Connect account id (`acct_…`), or `{PLATFORM}` for the platform's own"},
+    )
+
+
+class InvoiceArgs(ScopeArgs):
     status = fields.String(validate=validate.OneOf([s.value for s in InvoiceStatus]))
     customer = fields.String(validate=_ID, metadata={"description": "Stripe customer id"})
     entity = fields.String(validate=_ID, metadata={"description": "Portal entity id (customer metadata)"})
@@ -251,13 +286,13 @@ class InvoiceArgs(PageArgs):
             raise ValidationError("issued_from must not be after issued_to", "issued_from")
 
 
-class NotificationArgs(PageArgs):
+class NotificationArgs(ScopeArgs):
     invoice = fields.String(validate=_ID)
     customer = fields.String(validate=_ID)
     audience = fields.String(validate=validate.OneOf([a.value for a in Audience]))
 
 
-class CustomerArgs(PageArgs):
+class CustomerArgs(ScopeArgs):
     entity = fields.String(validate=_ID, metadata={"description": "Portal entity id (customer metadata)"})
     q = fields.String(
         validate=[validate.Length(min=1, max=255), PRINTABLE],
@@ -265,7 +300,7 @@ class CustomerArgs(PageArgs):
     )
 
 
-class EventArgs(PageArgs):
+class EventArgs(ScopeArgs):
     status = fields.String(validate=validate.OneOf([s.value for s in EventStatus]))
     type = fields.String(validate=[validate.Length(min=1, max=100), PRINTABLE])
     since = fields.AwareDateTime(
