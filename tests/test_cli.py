@@ -157,7 +157,7 @@ def test_demo_runs_on_embedded_defaults_and_prints_the_mirror(tmp_path):
         assert re.search(rf"{number}\s+admins\s+invoice_past_due", notes)
         assert re.search(rf"{number}\s+customer\s+invoice_past_due", notes)
     assert "dev mode" in result.stderr + result.stdout
-    assert (tmp_path / "webhook_service.processing.db").exists()
+    assert (tmp_path / "webhook_service.db").exists()
     # Running it again re-delivers everything: all duplicates, same table.
     again = run_cli("demo", cwd=tmp_path, timeout=180)
     assert again.returncode == 0 and "(63 recognised as duplicates)" in again.stdout
@@ -205,7 +205,7 @@ def test_serve_runs_receiver_and_in_process_worker_on_embedded_defaults(tmp_path
                 f"{url}/webhooks/stripe", data=body, headers={"Stripe-Signature": sign(body, SECRET)}
             )
             assert response.status_code == 200
-        engine = sa.create_engine(f"sqlite:///{tmp_path / 'webhook_service.processing.db'}")
+        engine = sa.create_engine(f"sqlite:///{tmp_path / 'webhook_service.db'}")
         while True:
             with engine.connect() as conn:
                 pending = conn.execute(

@@ -9,7 +9,7 @@ from webhook_service.core.errors import ConfigError
 def test_defaults_are_the_embedded_ones(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = load_config({})
-    assert config.database_url == f"sqlite:///{tmp_path / 'webhook_service.processing.db'}"
+    assert config.database_url == f"sqlite:///{tmp_path / 'webhook_service.db'}"
     assert config.database_url_is_default and config.embedded_queue
     assert config.tolerance == 300 and config.accept_mode == "any" and config.portal_api_keys == ()
 

@@ -18,7 +18,7 @@ from webhook_service.core.errors import ConfigError
 #: Stripe's libraries default to five minutes; 0 would disable the recency check, so we refuse it.
 DEFAULT_TOLERANCE_SECONDS = 300
 #: The embedded default database: a file in the working directory, announced in the log.
-DEFAULT_DATABASE_FILE = "webhook_service.processing.db"
+DEFAULT_DATABASE_FILE = "webhook_service.db"
 #: Stripe webhook secrets are "whsec_" followed by base64-ish text.
 _SECRET_RE = re.compile(r"^whsec_[A-Za-z0-9+/=_-]{8,}$")
 _ACCEPT_MODES = ("live", "test", "any")

@@ -17,7 +17,7 @@ from webhook_service.processing.envelope import parse_envelope
 from webhook_service.web import rejections
 from webhook_service.web.services import get_services
 
-logger = logging.getLogger("webhook_service.web.receiver")
+logger = logging.getLogger("webhook_service.receiver")
 
 bp = Blueprint("receiver", __name__)
 

@@ -24,7 +24,7 @@ from webhook_service.core.models import utcnow
 from webhook_service.processing import backlog, counters
 from webhook_service.processing.db import Database
 
-logger = logging.getLogger("webhook_service.web.receiver")
+logger = logging.getLogger("webhook_service.receiver")
 
 RECEIVER_PATH = "/webhooks/stripe"
 EXTENSION_KEY = "webhook_service.rejections"
