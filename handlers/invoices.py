@@ -107,9 +107,9 @@ def handle_invoice_event(event: dict, session: Session) -> None:
         _adopt_whole_list(invoice, obj, settings_of(session).metered_price_ids)
     balance_changed = customer_id is not None and _observe_balance(session, customer_id, obj)
     if won is not None:
-        _sync_ledger(session, invoice)  # reconciles the customer's ledger
-        if customer is not None:
+        if customer is not None:  # before the ledger: its balances are kept in the customer's currency
             customers.settle_currency(session, customer, invoice.currency)
+        _sync_ledger(session, invoice)  # reconciles the customer's ledger
     elif balance_changed and customer is not None:
         ledger.reconcile(customer)  # once per event: two in one flush would re-insert the adjustment
 
