@@ -277,7 +277,8 @@ class InvoiceArgs(ScopeArgs):
         metadata={"description": "ISO 8601, exclusive; must not be before issued_from (400)"},
     )
     q = fields.String(
-        validate=validate.Length(min=1, max=255), metadata={"description": "Invoice number prefix"}
+        validate=[validate.Length(min=1, max=255), PRINTABLE],
+        metadata={"description": "Invoice number prefix"},
     )
 
     @validates_schema
