@@ -109,7 +109,9 @@ def rows(page, selector="table tbody tr") -> list[str]:
 def test_log_in_with_the_keyboard_alone(page):
     page.goto("/console/invoices")  # not logged in: the login form, which comes back here after
     assert page.url.endswith("/console/login?next=/console/invoices")
-    page.keyboard.type(KEY)  # the key field has the focus
+    # The key field has the focus (autofocus); wait for it, or typing races the page settling.
+    page.wait_for_function("document.activeElement && document.activeElement.id === 'key'", timeout=5000)
+    page.keyboard.type(KEY)
     page.keyboard.press("Enter")
     wait_for_path(page, "/console/invoices")
     assert page.get_by_role("heading", name="Invoices").is_visible()
