@@ -270,6 +270,8 @@ def pytest_collection_modifyitems(config, items):
         backend = callspec.params.get("database_url") if callspec else None
         if backend == "pgbouncer" and item.get_closest_marker("pgbouncer") is None:
             dropped.append(item)
+        elif backend == "sqlite" and item.get_closest_marker("postgresql_only") is not None:
+            dropped.append(item)  # a PostgreSQL matter: deselected on SQLite, never skipped
         elif backend is not None and ONLY_BACKENDS and backend not in ONLY_BACKENDS:
             dropped.append(item)
         else:

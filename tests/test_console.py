@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from tests.helpers import run_worker
 from webhook_service.core.config import Config, OperatorKey, load_config, parse_operator_keys
 from webhook_service.core.errors import ConfigError
-from webhook_service.core.models import OperatorAction, StripeEvent
+from webhook_service.core.models import CustomerBalance, OperatorAction, StripeEvent
 from webhook_service.processing import pause
 from webhook_service.processing.sweep import sweep_past_due
 from webhook_service.web.console import auth
@@ -358,6 +358,16 @@ def test_customer_page_shows_entity_credit_per_currency_and_ledger(console, mirr
     listing = table(console.get("/console/customers?q=Glob"))
     assert "Globex" in listing and "Acme" not in listing
     assert console.get("/console/customers/cus_nope").status_code == 404
+
+
+def test_customer_page_reads_credit_from_the_balance_table(console, mirrored, services):
+    # The page shows the mirror's balance per currency (customer_balances), as the read API does,
+    # not a sum the page computes from the ledger.
+    with services.db.sessions() as session, session.begin():
+        session.add(CustomerBalance(customer_id=ACME, currency="eur", credit_balance=2_500))
+    page = text(console.get(f"/console/customers/{ACME}"))
+    credit = page[page.index('id="credit-balances"') :].split("</table>")[0]
+    assert "25.00 EUR" in credit and "10.00 USD" in credit
 
 
 def test_event_list_filters_and_shows_why_events_failed(console, mirrored, services):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from flask import abort, render_template, request
+from sqlalchemy.orm import selectinload
 
 from webhook_service.core.models import CreditLedgerEntry, CreditNote, Customer, Invoice
 from webhook_service.web.console.blueprint import bp
@@ -48,18 +49,15 @@ def customers_list():
     )  # fmt: skip
 
 
-def credit_by_currency(customer: Customer, ledger: list[CreditLedgerEntry]) -> list[tuple[str, int]]:
-    """Credit available per currency: the customer's balance in its own currency, and the ledger's
-    sum for every other currency it shows (Stripe keeps one balance per currency)."""
-    sums: dict[str, int] = {}
-    for entry in ledger:
-        code = (entry.currency or customer.currency or "").lower()
-        sums[code] = sums.get(code, 0) + entry.amount
-    if customer.currency:
-        sums[customer.currency.lower()] = customer.credit_balance
-    elif not sums:
-        sums[""] = customer.credit_balance
-    return sorted(sums.items())
+def credit_by_currency(customer: Customer) -> list[tuple[str, int]]:
+    """Credit available per currency, as the mirror keeps it (`customer_balances`, one row per
+    currency, as Stripe keeps one balance per currency); never summed across currencies.
+
+    A customer with no balance row yet (no currency known) shows its single figure uncurrencied."""
+    balances = customer.credit_balances
+    if not balances:
+        return [("", customer.credit_balance)]
+    return sorted((code.lower(), amount) for code, amount in balances.items())
 
 
 @bp.get("/customers/<customer_id>")
@@ -70,7 +68,7 @@ def customers_show(customer_id: str):
     except FormError:
         abort(404)
     with get_services().db.sessions() as session:
-        customer = session.get(Customer, customer_id)
+        customer = session.get(Customer, customer_id, options=[selectinload(Customer.balances)])
         if customer is None:
             abort(404, description=f"No customer {customer_id} in the mirror.")
         ledger = list(
@@ -96,7 +94,7 @@ def customers_show(customer_id: str):
     return render_template(
         "console/customers/show.html",
         customer=customer,
-        credit=credit_by_currency(customer, ledger),
+        credit=credit_by_currency(customer),
         ledger=ledger,
         invoices=invoices,
         credit_notes=credit_notes,
