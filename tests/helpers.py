@@ -81,3 +81,27 @@ def examples(count: int) -> int:
     from hypothesis import settings
 
     return min(count, settings.default.max_examples)
+
+
+def like_query_plans(engine, call) -> list[str]:
+    """PostgreSQL's plans for the LIKE queries `call()` runs on `engine`, sequential scans disfavoured
+    (so a plan that could use an index shows it even on a test-sized table)."""
+    seen: list[tuple[str, object]] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if " LIKE " in statement:
+            seen.append((statement, parameters))
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        response = call()
+        assert response.status_code == 200, response.status_code
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+    plans = []
+    with engine.connect() as conn:
+        conn.exec_driver_sql("SET enable_seqscan = off")
+        for statement, parameters in seen:
+            rows = conn.exec_driver_sql("EXPLAIN " + statement, parameters)
+            plans.append("\n".join(row[0] for row in rows))
+    return plans

@@ -10,7 +10,7 @@ from builder import Customer
 from tests.handlers.test_currencies import eur_credit_story
 from tests.handlers.test_invoices import apply
 from tests.handlers.test_scopes import ACCOUNT_A, ACCOUNT_B, story
-from tests.helpers import run_worker
+from tests.helpers import like_query_plans, run_worker
 from tests.test_cli import run_cli
 from webhook_service.core.models import StripeEvent
 from webhook_service.processing.sweep import sweep_past_due
@@ -182,3 +182,18 @@ def test_credit_balances_per_currency(client, services):
     )
     listed = get(client, "/customers", q="frank").get_json()["items"]
     assert [c["credit_balances"] for c in listed] == [{"usd": 1000, "eur": 2000}]
+
+
+@pytest.mark.postgresql_only
+@pytest.mark.parametrize(
+    ("path", "params", "index"),
+    [
+        ("/invoices", {"q": "ACME-0"}, "ix_invoices_number_prefix"),
+        ("/customers", {"q": "Acme_%"}, "ix_customers_name_prefix"),
+    ],
+)
+def test_prefix_searches_are_answered_from_their_index(client, services, path, params, index):
+    # A prefix search must not scan every row: each LIKE query the endpoint runs plans an index
+    # condition on the prefix index (sequential scans disfavoured, as on a big table).
+    plans = like_query_plans(services.db.engine, lambda: get(client, path, **params))
+    assert plans and all(index in plan and "Index Cond" in plan for plan in plans), plans

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from tests.helpers import run_worker
+from tests.helpers import like_query_plans, run_worker
 from webhook_service.core.config import Config, OperatorKey, load_config, parse_operator_keys
 from webhook_service.core.errors import ConfigError
 from webhook_service.core.models import CustomerBalance, OperatorAction, StripeEvent
@@ -368,6 +368,14 @@ def test_customer_page_reads_credit_from_the_balance_table(console, mirrored, se
     page = text(console.get(f"/console/customers/{ACME}"))
     credit = page[page.index('id="credit-balances"') :].split("</table>")[0]
     assert "25.00 EUR" in credit and "10.00 USD" in credit
+
+
+@pytest.mark.postgresql_only
+def test_customer_search_ignores_case_and_uses_the_prefix_indexes(console, mirrored, services):
+    assert "Globex" in table(console.get("/console/customers?q=gLOB"))
+    plans = like_query_plans(services.db.engine, lambda: console.get("/console/customers?q=Acme"))
+    assert plans and all("ix_customers_name_prefix" in plan and "ix_customers_email_prefix" in plan
+                         for plan in plans), plans  # fmt: skip
 
 
 def test_event_list_filters_and_shows_why_events_failed(console, mirrored, services):

@@ -17,6 +17,7 @@ from webargs.flaskparser import FlaskParser
 
 from webhook_service.core.errors import NotFound, Unauthorized
 from webhook_service.core.models import CreditNote, Customer, Invoice, Notification, StripeEvent
+from webhook_service.core.sql import starts_with
 from webhook_service.processing import audit
 from webhook_service.web.schemas import (
     PLATFORM,
@@ -154,9 +155,9 @@ def list_invoices(args):
         stmt = stmt.where(Invoice.issued_at >= args["issued_from"])
     if "issued_to" in args:
         stmt = stmt.where(Invoice.issued_at < args["issued_to"])
-    if "q" in args:
-        stmt = stmt.where(Invoice.number.startswith(args["q"], autoescape=True))
     with get_services().db.sessions() as session:
+        if "q" in args:  # a prefix the number index answers (see core/sql.py)
+            stmt = stmt.where(starts_with(Invoice.number, args["q"], session.get_bind().dialect.name))
         return _page(session, stmt, args, (Invoice.created_at.desc(), Invoice.id.desc()))
 
 
@@ -195,15 +196,15 @@ def list_customers(args):
     stmt = _scoped(sa.select(Customer).options(selectinload(Customer.balances)), Customer, args)
     if "entity" in args:
         stmt = stmt.where(Customer.entity_id == args["entity"])
-    if "q" in args:
-        prefix = args["q"].lower()
-        stmt = stmt.where(
-            sa.or_(
-                sa.func.lower(Customer.name).startswith(prefix, autoescape=True),
-                sa.func.lower(Customer.email).startswith(prefix, autoescape=True),
-            )
-        )
     with get_services().db.sessions() as session:
+        if "q" in args:  # prefixes the lower() indexes answer (see core/sql.py)
+            prefix, dialect = args["q"].lower(), session.get_bind().dialect.name
+            stmt = stmt.where(
+                sa.or_(
+                    starts_with(sa.func.lower(Customer.name), prefix, dialect),
+                    starts_with(sa.func.lower(Customer.email), prefix, dialect),
+                )
+            )
         return _page(session, stmt, args, (Customer.created_at.desc(), Customer.id.desc()))
 
 

@@ -7,8 +7,9 @@ from flask import abort, render_template, request
 from sqlalchemy.orm import selectinload
 
 from webhook_service.core.models import CreditLedgerEntry, CreditNote, Customer, Invoice
+from webhook_service.core.sql import starts_with
 from webhook_service.web.console.blueprint import bp
-from webhook_service.web.console.forms import PAGE_SIZE, FormError, parse_id, starts_with
+from webhook_service.web.console.forms import PAGE_SIZE, FormError, parse_id
 from webhook_service.web.services import get_services
 
 #: The customer page lists this many of the newest invoices (the invoice list has the rest).
@@ -30,8 +31,11 @@ def customers_list():
         with get_services().db.sessions() as session:
             if q:
                 dialect = session.get_bind().dialect.name
+                # Ignoring case, as the read API does, on the lower() indexes of migration 0012.
+                folded = q.lower()
                 stmt = stmt.where(
-                    starts_with(Customer.name, q, dialect) | starts_with(Customer.email, q, dialect)
+                    starts_with(sa.func.lower(Customer.name), folded, dialect)
+                    | starts_with(sa.func.lower(Customer.email), folded, dialect)
                 )
             if entity:
                 stmt = stmt.where(Customer.entity_id == entity)

@@ -88,19 +88,6 @@ def decode_cursor(raw: str | None) -> tuple[datetime | None, str] | None:
         raise FormError("after", "not a page position this console made") from None
 
 
-def starts_with(column, prefix: str, dialect: str):
-    """`column LIKE 'prefix%'` that PostgreSQL can answer from a `varchar_pattern_ops` index.
-
-    SQLAlchemy's `startswith(autoescape=True)` adds `ESCAPE '/'`, which PostgreSQL plans as a
-    function of the pattern: no index, a scan of every row. Backslash is PostgreSQL's default
-    escape, so escaping with it keeps the pattern a plain constant. SQLite has no default escape.
-    """
-    if dialect != "postgresql":
-        return column.startswith(prefix, autoescape=True)
-    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return column.like(escaped + "%")
-
-
 def older_than(at_column, id_column, cursor: tuple[datetime | None, str]):
     """Rows after the cursor in (time, id) descending order.
 

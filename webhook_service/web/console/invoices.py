@@ -17,6 +17,7 @@ from webhook_service.core.models import (
     StripeEvent,
     utcnow,
 )
+from webhook_service.core.sql import starts_with
 from webhook_service.web.console.blueprint import bp
 from webhook_service.web.console.forms import (
     PAGE_SIZE,
@@ -29,7 +30,6 @@ from webhook_service.web.console.forms import (
     parse_choice,
     parse_id,
     parse_time,
-    starts_with,
 )
 from webhook_service.web.services import get_services
 
