@@ -22,10 +22,8 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import sys
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -33,13 +31,12 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path[:0] = [str(REPO), str(REPO / "fixtures")]
 
-import psycopg  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 from builder import NEW_API, Customer, CustomerHistory, Ids, InvoiceLifecycle, Line  # noqa: E402
 
+from bench.scratch import scratch_database  # noqa: E402
 from tests.fetching.fake_stripe import FakeStripe  # noqa: E402
 
-ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://root@127.0.0.1:5432/test")
 T0 = 1_790_500_000
 KEY = "sk_test_fake"
 PRICES = [(f"price_1Bench{n:02d}", "metered" if n % 3 == 0 else "licensed") for n in range(12)]
@@ -92,37 +89,18 @@ def build_mix(invoices: int, fake: FakeStripe) -> list[dict]:
     return events
 
 
-def fresh_database() -> str:
-    name = f"whs_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return (
-        sa.engine.make_url(ADMIN_URL)
-        .set(drivername="postgresql+psycopg", database=name)
-        .render_as_string(False)
-    )
-
-
-def drop_database(url: str) -> None:
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{sa.engine.make_url(url).database}" WITH (FORCE)')
-
-
 def run(
     events: list[dict], fake: FakeStripe, key: bool, revalidate: tuple[str, ...], rate: float, batch: int
 ):
     """(events/s, requests by endpoint) for one drain of the whole backlog on a fresh database."""
     from webhook_service.core.config import Config
     from webhook_service.processing import drain, eventlog
-    from webhook_service.processing.db import upgrade
     from webhook_service.processing.envelope import parse_envelope
     from webhook_service.processing.stripe_client import endpoint_of
     from webhook_service.web.app import create_app
     from webhook_service.web.services import get_services
 
-    url = fresh_database()
-    try:
-        upgrade(url)
+    with scratch_database("fetching") as url:
         config = Config(
             webhook_secrets=("whsec_bench_00000000",), database_url=url, database_url_is_default=False,
             redis_url=None, log_level="ERROR", stripe_api_key=KEY if key else None,
@@ -146,8 +124,6 @@ def run(
         by_endpoint = Counter(endpoint_of("GET", r.path) for r in fake.state.requests)
         services.db.engine.dispose()
         return len(events) / elapsed, by_endpoint, incomplete
-    finally:
-        drop_database(url)
 
 
 def main() -> None:

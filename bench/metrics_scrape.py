@@ -27,12 +27,11 @@ sys.path[:0] = [str(HERE.parent)]
 import psycopg  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
+from bench.scratch import create_database, drop_database  # noqa: E402
 from webhook_service.core.config import Config  # noqa: E402
-from webhook_service.processing.db import upgrade  # noqa: E402
 from webhook_service.web.app import create_app  # noqa: E402
 from webhook_service.web.services import get_services  # noqa: E402
 
-ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://root@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 TYPES = [f"invoice.{kind}" for kind in ("created", "finalized", "paid", "payment_succeeded", "updated")]
 
@@ -73,20 +72,6 @@ FROM unnest(ARRAY['received', 'processed', 'failed', 'retried', 'ignored']) AS n
 """
 
 OLD_SCRAPE_SQL = "SELECT type, status, count(*) FROM stripe_events GROUP BY type, status"
-
-
-def create_database(name: str) -> str:
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = sa.engine.make_url(ADMIN_URL).set(drivername="postgresql+psycopg", database=name)
-    rendered = url.render_as_string(hide_password=False)
-    upgrade(rendered)
-    return rendered
-
-
-def drop_database(name: str) -> None:
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def load(url: str, n: int) -> float:
@@ -133,11 +118,11 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the databases (names are printed)")
     args = parser.parse_args()
     tag = f"{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    names = {"small": f"whs_bench_scrape_small_{tag}", "large": f"whs_bench_scrape_large_{tag}"}
+    urls: dict[str, str] = {}
     apps = {}
     try:
-        for size, name in names.items():
-            url = create_database(name)
+        for size in ("small", "large"):
+            url = urls[size] = create_database(f"scrape_{size}")
             seconds = load(url, (args.small if size == "small" else args.large) - BACKLOG_EVENTS)
             with psycopg.connect(url.replace("postgresql+psycopg", "postgresql")) as conn:
                 rows = conn.execute("SELECT count(*) FROM stripe_events").fetchone()[0]
@@ -178,10 +163,10 @@ def main() -> int:
         for app in apps.values():
             get_services(app).db.engine.dispose()
         if args.keep:
-            print("kept:", ", ".join(names.values()))
+            print("kept:", ", ".join(sa.engine.make_url(url).database or "" for url in urls.values()))
         else:
-            for name in names.values():
-                drop_database(name)
+            for url in urls.values():
+                drop_database(url)
     return 0
 
 
