@@ -9,11 +9,12 @@ from handlers.readings.fields import (
     Expandable,
     Id,
     Int,
-    ListOf,
     Obj,
+    Page,
     Reading,
     Text,
     Timestamp,
+    items,
 )
 from webhook_service.core.models import CreditNote, Customer
 
@@ -32,11 +33,10 @@ class Line(Reading):
     description = Text()
 
 
-class Lines(Reading):
+class Lines(Page):
     """Not mirrored, but read (and completed by the worker when `has_more`)."""
 
-    data = ListOf(Obj(Line, allow_none=False), allow_none=False)
-    has_more = Bool()
+    data = items(Line)
 
 
 class CreditNoteReading(Reading):
@@ -54,7 +54,7 @@ class CreditNoteReading(Reading):
     out_of_band_amount = Int()
     pre_payment_amount = Int()
     post_payment_amount = Int()
-    refunds = ListOf(Obj(Refund, allow_none=False), allow_none=False)
+    refunds = items(Refund)
     refund = Expandable()
     customer_balance_transaction = Expandable(CreditNote.customer_balance_transaction)
     reason = Text(CreditNote.reason)

@@ -240,6 +240,20 @@ class Reading(Schema):
         unknown = EXCLUDE
 
 
+def items(reading: type[Schema]) -> ListOf:
+    """A list of `reading` objects (a page's `data`, `refunds`, `total_taxes`): the list and its
+    items are never null."""
+    return ListOf(Obj(reading, allow_none=False), allow_none=False)
+
+
+class Page(Reading):
+    """One page of a Stripe list object embedded in a payload (an invoice's or credit note's
+    `lines`, an invoice's `payments`): each list declares its `data` with `items`; `has_more`
+    says the payload holds only the first page, which the worker completes (docs/design.md §7)."""
+
+    has_more = Bool()
+
+
 def first_error(messages, prefix: str = "") -> str:
     """`path: message` for the first error in marshmallow's nested messages."""
     if isinstance(messages, list):

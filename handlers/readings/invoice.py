@@ -15,13 +15,15 @@ from handlers.readings.fields import (
     Expandable,
     Id,
     Int,
-    ListOf,
     Obj,
+    Page,
     Reading,
     StringMap,
     Text,
     Timestamp,
+    items,
 )
+from handlers.readings.invoice_payment import Payment
 from webhook_service.core.models import Customer, Invoice, InvoiceLine
 
 STATUSES = ("draft", "open", "paid", "uncollectible", "void")
@@ -108,9 +110,8 @@ class Line(Reading):
     metadata = StringMap()
 
 
-class Lines(Reading):
-    data = ListOf(Obj(Line, allow_none=False), allow_none=False)
-    has_more = Bool()
+class Lines(Page):
+    data = items(Line)
     total_count = Int()
 
 
@@ -134,25 +135,10 @@ class InvoiceParent(Reading):
     subscription_details = Obj(SubscriptionDetails)
 
 
-class PaymentTransitions(Reading):
-    paid_at = Timestamp()
-    canceled_at = Timestamp()
+class Payments(Page):
+    """`payments` (basil and later): the invoice's InvoicePayments."""
 
-
-class Payment(Reading):
-    """One entry of `payments.data` (basil and later): an InvoicePayment."""
-
-    id = Id(required=True, allow_none=False)
-    amount_paid = Int()
-    amount_requested = Int()
-    currency = Currency()
-    status = Choice(("open", "paid", "canceled"))
-    status_transitions = Obj(PaymentTransitions)
-
-
-class Payments(Reading):
-    data = ListOf(Obj(Payment, allow_none=False), allow_none=False)
-    has_more = Bool()
+    data = items(Payment)
 
 
 class InvoiceReading(Reading):
@@ -171,8 +157,8 @@ class InvoiceReading(Reading):
     currency = Currency()
     subtotal = Int(allow_none=False)
     tax = Int()
-    total_taxes = ListOf(Obj(TaxAmount, allow_none=False), allow_none=False)
-    total_tax_amounts = ListOf(Obj(TaxAmount, allow_none=False), allow_none=False)
+    total_taxes = items(TaxAmount)
+    total_tax_amounts = items(TaxAmount)
     total = Int(allow_none=False)
     amount_due = Int(allow_none=False)
     amount_paid = Int(allow_none=False)

@@ -16,21 +16,30 @@ from handlers.readings.fields import (
 )
 from webhook_service.core.models import Invoice
 
+STATUSES = ("open", "paid", "canceled")
+
 
 class Transitions(Reading):
     paid_at = Timestamp()
     canceled_at = Timestamp()
 
 
-class InvoicePaymentReading(Reading):
+class Payment(Reading):
+    """What the mirror reads of an InvoicePayment, in an event of its own or in an invoice's
+    `payments.data` (where `invoice` and `status` may be left out)."""
+
     id = Id(required=True, allow_none=False)
-    object = Text(max_length=64)
-    invoice = Expandable(Invoice.id, required=True, allow_none=False)
     amount_paid = Int()
     amount_requested = Int()
     currency = Currency()
-    status = Choice(("open", "paid", "canceled"), required=True, allow_none=False)
+    status = Choice(STATUSES)
     status_transitions = Obj(Transitions)
+
+
+class InvoicePaymentReading(Payment):
+    object = Text(max_length=64)
+    invoice = Expandable(Invoice.id, required=True, allow_none=False)
+    status = Choice(STATUSES, required=True, allow_none=False)
     is_default = Bool()
     created = Timestamp()
     livemode = Bool()

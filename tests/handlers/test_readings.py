@@ -136,3 +136,36 @@ def test_envelope_values_are_checked_too():
 def test_unhandled_types_are_not_read():
     event = {"type": "charge.succeeded", "data": {"object": {"amount": "lots"}}}
     assert handlers.read(event) is event
+
+
+def _basil(event_type):
+    return copy.deepcopy(
+        next(e for e in HANDLED if e["type"] == event_type and e["api_version"].endswith("endive"))
+    )
+
+
+@pytest.mark.parametrize(
+    "event_type, page",
+    [("invoice.paid", "lines"), ("invoice.paid", "payments"), ("credit_note.created", "lines")],
+)
+def test_every_embedded_list_page_is_read_alike(event_type, page):
+    """Invoice lines, invoice payments and credit note lines are one kind of list page: a null item
+    or a non-boolean `has_more` fails with its path, a page without `has_more` reads."""
+    event = _basil(event_type)
+    obj = event["data"]["object"]
+    if not obj.get(page):
+        obj[page] = {"object": "list", "data": [{"id": "cnli_1Page", "amount": 2000}], "has_more": False}
+    assert handlers.read(copy.deepcopy(event))["data"]["object"][page]["data"]
+    obj[page]["data"].append(None)
+    with pytest.raises(
+        PermanentEventError, match=rf"^data\.object\.{page}\.data\[\d+\]: expected an object, got null$"
+    ):
+        handlers.read(copy.deepcopy(event))
+    obj[page]["data"].pop()
+    obj[page]["has_more"] = "no"
+    with pytest.raises(
+        PermanentEventError, match=rf'^data\.object\.{page}\.has_more: expected true or false, got "no"$'
+    ):
+        handlers.read(copy.deepcopy(event))
+    del obj[page]["has_more"]
+    assert "has_more" not in handlers.read(event)["data"]["object"][page]
