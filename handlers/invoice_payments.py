@@ -12,6 +12,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from handlers.scopes import Scope, claim, event_scope
 from webhook_service.core.models import Invoice, InvoicePayment
 from webhook_service.core.values import int_or_zero, timestamp
 
@@ -27,18 +28,26 @@ def related_ids(event: dict) -> dict[str, set[str]]:
 def handle_invoice_payment_event(event: dict, session: Session) -> None:
     """Merge the payment, then let the invoice's amounts reflect every paid part."""
     obj = event["data"]["object"]
-    merge_payment(session, obj, f"{int_or_zero(event.get('created')):011d}.{event['id']}", event["id"])
+    version = f"{int_or_zero(event.get('created')):011d}.{event['id']}"
+    merge_payment(session, obj, version, event["id"], event_scope(event))
     invoice = session.get(Invoice, obj["invoice"])
     if invoice is not None:
         settle(session, invoice)
 
 
-def merge_payment(session: Session, obj: dict, version: str, source_event_id: str | None) -> None:
-    """Upsert one InvoicePayment (from its own event, or from an invoice's `payments.data`)."""
+def merge_payment(
+    session: Session, obj: dict, version: str, source_event_id: str | None, scope: Scope
+) -> None:
+    """Upsert one InvoicePayment (from its own event, or from an invoice's `payments.data`) in the
+    event's mode and account: the envelope says them, a payment inside an invoice does not.
+
+    :raises PermanentEventError: the payment is already mirrored for another mode or account.
+    """
     payment = session.get(InvoicePayment, obj["id"])
     if payment is None:
         payment = InvoicePayment(id=obj["id"], version_key="")
         session.add(payment)
+    claim(payment, "invoice payment", scope, established=bool(payment.version_key))
     key = f"{STATUS_RANK.get(obj.get('status') or 'open', 0)}.{version}"
     if key <= payment.version_key:
         return
@@ -48,7 +57,6 @@ def merge_payment(session: Session, obj: dict, version: str, source_event_id: st
     payment.amount_requested = obj.get("amount_requested")
     payment.currency = obj.get("currency")
     payment.paid_at = timestamp((obj.get("status_transitions") or {}).get("paid_at"))
-    payment.livemode = obj.get("livemode") is True
     payment.version_key = key
     payment.source_event_id = source_event_id
 

@@ -116,7 +116,9 @@ def handle_invoice_event(event: dict, session: Session) -> None:
     payments = (obj.get("payments") or {}).get("data") or []
     for payment in payments:  # basil and later, when the payload carries them
         version = f"{int_or_zero(event.get('created')):011d}.{event['id']}"
-        invoice_payments.merge_payment(session, dict(payment, invoice=invoice_id), version, event["id"])
+        invoice_payments.merge_payment(
+            session, dict(payment, invoice=invoice_id), version, event["id"], scope
+        )
     if payments:
         invoice_payments.settle(session, invoice)
 

@@ -5,6 +5,7 @@ import random
 import re
 from datetime import UTC, datetime
 
+import era_shapes as era
 import pytest
 import sqlalchemy as sa
 from builder import (
@@ -26,6 +27,7 @@ from webhook_service.core.models import (
     CustomerBalance,
     Invoice,
     InvoiceLine,
+    InvoicePayment,
     Notification,
 )
 from webhook_service.core.models import Customer as CustomerRow
@@ -147,3 +149,41 @@ def test_a_malformed_account_fails_the_event(services):
     events[0]["account"] = {"id": "acct_1"}
     with pytest.raises(PermanentEventError, match="account: expected"):
         apply(services, events[:1])
+
+
+def _in_scope(event, account, livemode):
+    """An era fixture as Stripe sends it for `account` in that mode: only the envelope says it
+    (an InvoicePayment in an invoice's `payments.data` carries no `livemode` of its own)."""
+    event["account"], event["livemode"] = account, livemode
+    event["data"]["object"].pop("livemode", None)
+    for payment in (event["data"]["object"].get("payments") or {}).get("data") or []:
+        payment.pop("livemode", None)
+    return event
+
+
+def _payment_scopes(services):
+    with services.db.sessions() as session:
+        rows = session.execute(sa.select(InvoicePayment.id, InvoicePayment.livemode, InvoicePayment.account))
+        return {payment_id: (livemode, account) for payment_id, livemode, account in rows}
+
+
+def test_invoice_payments_carry_the_events_mode_and_account(services):
+    """Like every mirrored row: an InvoicePayment, from its own event or from an invoice's
+    `payments.data`, has the event's livemode and account, and one seen in another account fails."""
+    version = "2026-10-28.endive"
+    payment = _in_scope(era.load(version, "invoice_payment.paid"), ACCOUNT_A, True)
+    paid = era.load(version, "invoice.paid")
+    rest = {"id": "inpay_1EraEmbedded000000", "object": "invoice_payment", "invoice": era.INVOICE,
+            "amount_paid": era.TOTAL - era.PARTIAL_PAYMENT, "currency": "usd", "status": "paid"}  # fmt: skip
+    paid["data"]["object"]["payments"] = {"object": "list", "data": [rest], "has_more": False}
+    apply(services, [payment, _in_scope(paid, ACCOUNT_A, True)])
+    scopes = _payment_scopes(services)
+    assert scopes == {era.PAYMENT: (True, ACCOUNT_A), rest["id"]: (True, ACCOUNT_A)}
+    other = _in_scope(era.load(version, "invoice_payment.paid"), ACCOUNT_B, True)
+    other["id"] = "evt_1EraPaymentOtherAcct00"
+    other["created"] += 60
+    with pytest.raises(
+        PermanentEventError, match=rf"invoice payment {era.PAYMENT} belongs to account {ACCOUNT_A}"
+    ):
+        apply(services, [other])
+    assert set(_payment_scopes(services).values()) == {(True, ACCOUNT_A)}

@@ -380,7 +380,9 @@ class InvoicePayment(Base):
     amount_requested: Mapped[int | None] = mapped_column(sa.BigInteger)
     currency: Mapped[str | None] = mapped_column(sa.String(3))
     paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The event's mode and account (handlers/scopes.py), as on every mirrored row.
     livemode: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    account: Mapped[str | None] = mapped_column(sa.String(255))
     version_key: Mapped[str] = mapped_column(sa.String(300), default="")
     source_event_id: Mapped[str | None] = mapped_column(sa.String(255))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
