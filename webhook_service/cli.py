@@ -109,7 +109,10 @@ def worker(burst: bool, no_fork: bool) -> None:
 
 @cli.command()
 def scheduler() -> None:
-    """Run the periodic jobs (recovery every minute, the daily past-due sweep); run exactly one."""
+    """Run the periodic jobs (recovery every minute, the daily past-due sweep and prune).
+
+    Several may run (a rolling deploy overlaps two): one leads, holding a lease in Redis, and the
+    others stand by until it lapses."""
     from jobs import events as event_jobs
     from jobs import retention as retention_jobs
     from jobs import sweep as sweep_jobs
@@ -120,7 +123,12 @@ def scheduler() -> None:
     services = get_services(app)
     config = services.config
     hour, minute = config.sweep_time_utc.split(":")
-    cron = AppCronScheduler(services.db, connection=services.queue.connection)
+    cron = AppCronScheduler(
+        services.db,
+        connection=services.queue.connection,
+        queue_name=config.queue_name,
+        lease_seconds=config.scheduler_lease_seconds,
+    )
     cron.register(event_jobs.recover_events, queue_name=config.queue_name, interval=config.recovery_interval)
     # rq's cron strings are evaluated in UTC; missed runs are not caught up, so a sweep
     # skipped while the scheduler was down happens at the next time (or run sweep-past-due).
@@ -136,7 +144,8 @@ def scheduler() -> None:
     )
     schedule = (
         f"recovery every {config.recovery_interval}s, past-due sweep daily at {config.sweep_time_utc} UTC, "
-        f"prune of events older than {config.event_retention_days} days daily at 03:30 UTC"
+        f"prune of events older than {config.event_retention_days} days daily at 03:30 UTC; "
+        f"one scheduler leads (lease {config.scheduler_lease_seconds}s), others stand by"
     )
     click.echo(f"scheduler: {schedule}")
     startup.log_ready("scheduler", queue=config.queue_name, schedule=schedule)

@@ -26,8 +26,10 @@ from rq.cron import CronScheduler
 from rq.exceptions import StopRequested
 from rq.job import Job
 from rq.timeouts import TimerDeathPenalty
+from rq.utils import now as rq_now
 from rq.worker import BaseWorker
 
+from webhook_service.core.config import Config
 from webhook_service.processing import heartbeats
 from webhook_service.processing.db import Database
 from webhook_service.web.services import get_services
@@ -138,24 +140,87 @@ def build_worker(app: Flask, *, forking: bool = True, name: str | None = None) -
     return worker
 
 
-class AppCronScheduler(CronScheduler):
-    """RQ's cron loop (it wakes at least once a minute), beating as the "scheduler" role."""
+#: Holds the name of the scheduler that leads; the others stand by (see AppCronScheduler).
+LEADER_KEY = "webhook-service:{queue}:scheduler-leader"
+#: Take the lease, or renew it if it is ours (atomically: a lapsed lease is never renewed by two).
+_LEAD = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  redis.call('pexpire', KEYS[1], ARGV[2])
+  return 1
+end
+if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
+"""
+_RESIGN = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
 
-    def __init__(self, db: Database, **kwargs):
+
+def leader_key(queue_name: str = Config.queue_name) -> str:
+    """The Redis key of the scheduler lease of the deployment that uses `queue_name`."""
+    return LEADER_KEY.format(queue=queue_name)
+
+
+class AppCronScheduler(CronScheduler):
+    """RQ's cron loop, beating as the "scheduler" role, led by one process at a time.
+
+    RQ's cron has no leader election: two scheduler processes (a rolling deploy's overlap, a
+    second one by mistake) would each enqueue recovery, the sweep and the prune. So each turn a
+    scheduler takes or renews a lease in Redis (`lease_seconds`, renewed every third of it);
+    only the holder enqueues. A standby lets due runs pass, as done by the leader, so when it
+    takes over (the leader gave the lease up on SIGTERM, or stopped renewing it) it starts at
+    the next run instead of repeating one: a daily run due in the seconds a lapsing lease
+    leaves uncovered is skipped, like any run missed while no scheduler runs.
+    """
+
+    #: How long the loop waits before trying Redis again.
+    retry_seconds: ClassVar[float] = 2.0
+
+    def __init__(self, db: Database, *, queue_name: str, lease_seconds: float = 15.0, **kwargs):
         super().__init__(**kwargs)
         self._db_heartbeat = heartbeats.Heartbeat(db, "scheduler")
+        self.leader_key = leader_key(queue_name)
+        self.lease_seconds = lease_seconds
+        self.leading = False
 
     def heartbeat(self) -> None:
         self._db_heartbeat.maybe_beat()
         super().heartbeat()
 
-    #: How long the loop waits before trying Redis again.
-    retry_seconds: ClassVar[float] = 2.0
+    def lead(self) -> bool:
+        """Take or renew the lease; whether this scheduler leads now."""
+        lease_ms = max(int(self.lease_seconds * 1000), 1)
+        leading = bool(self.connection.eval(_LEAD, 1, self.leader_key, self.name, lease_ms))
+        if leading != self.leading:
+            logger.info(
+                "scheduler %s: %s", self.name, "leading" if leading else "standing by (another leads)"
+            )
+        self.leading = leading
+        return leading
+
+    def resign(self) -> None:
+        """Give the lease up (on the way out), so a standby takes over at its next turn."""
+        self.connection.eval(_RESIGN, 1, self.leader_key, self.name)
+        self.leading = False
+
+    def tick(self) -> float:
+        """One turn: lead and enqueue what is due, or stand by; beat; return the pause before the next."""
+        if self.lead():
+            if self.enqueue_jobs():
+                self.save()
+        else:
+            now = rq_now()
+            for job in self.get_jobs():
+                if job.should_run():
+                    job.set_enqueue_time(now)  # the leader's run, not ours
+        self.heartbeat()
+        return min(self.calculate_sleep_interval(), self.lease_seconds / 3)
 
     def start(self) -> None:
-        """RQ's loop (enqueue what is due, save, beat, sleep), but a Redis outage or an empty
-        restart is waited out, registering again, instead of ending the process; a run missed
-        meanwhile happens as soon as Redis answers."""
+        """RQ's loop (enqueue what is due, save, beat, sleep), led as above, and a Redis outage or
+        an empty restart is waited out, registering again, instead of ending the process; a run
+        missed meanwhile happens as soon as Redis answers."""
         self._install_signal_handlers()
         registered = False
         try:
@@ -164,10 +229,7 @@ class AppCronScheduler(CronScheduler):
                     if not registered:
                         self.register_birth()
                         registered = True
-                    if self.enqueue_jobs():
-                        self.save()
-                    self.heartbeat()
-                    pause = self.calculate_sleep_interval()
+                    pause = self.tick()
                 except redis.RedisError as exc:
                     logger.warning("scheduler: Redis unavailable (%s); retrying", type(exc).__name__)
                     registered = False
@@ -178,6 +240,7 @@ class AppCronScheduler(CronScheduler):
             logger.info("scheduler: stopping")
         finally:
             with contextlib.suppress(redis.RedisError):
+                self.resign()
                 self.register_death()
 
 

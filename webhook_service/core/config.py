@@ -86,6 +86,9 @@ class Config:
     web_threads: int = 8
     #: How often the scheduler runs recovery (re-enqueues what Redis lost), in seconds.
     recovery_interval: int = 60
+    #: The scheduler leader's lease, in seconds: a standby takes over this long after the leader
+    #: stops renewing it (SIGKILL, a lost machine); on SIGTERM the leader gives it up at once.
+    scheduler_lease_seconds: int = 15
 
     @property
     def embedded_queue(self) -> bool:
@@ -301,6 +304,7 @@ def load_config(environ: Mapping[str, str], *, demo: bool = False) -> Config:
         ),
         web_threads=_positive_int(environ, "GUNICORN_THREADS", 8),
         recovery_interval=_positive_int(environ, "RECOVERY_INTERVAL_SECONDS", 60),
+        scheduler_lease_seconds=_positive_int(environ, "SCHEDULER_LEASE_SECONDS", 15),
         demo=demo,
     )
 
