@@ -16,6 +16,7 @@ from rq.registry import FailedJobRegistry
 
 import handlers
 from tests.conftest import SECRET, StripeSender, _clean, make_config
+from tests.drills.stack import report
 from tests.helpers import event_rows, invoices_by_number, mirror_state, run_worker
 from webhook_service.core.models import InvoiceStatusChange, StripeEvent
 from webhook_service.processing import attempts, drain, eventlog, locks, recovery
@@ -196,6 +197,7 @@ def test_worker_killed_mid_job_loses_nothing_and_processes_once(
         assert horses, "no work-horse found"
         for pid in horses:
             os.kill(int(pid), signal.SIGKILL)
+        killed = time.monotonic()
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
@@ -212,6 +214,9 @@ def test_worker_killed_mid_job_loses_nothing_and_processes_once(
         assert recovery.recover(services.db, services.queue, stale_after=timedelta(0))["drain"] is True
         run_worker(app)
         time.sleep(0.2)
+    url = sa.engine.make_url(database_url)
+    report("worker-sigkill", processed_after_kill_s=round(time.monotonic() - killed, 3),
+           database=f"{url.get_backend_name()}:{url.port or ''}")  # fmt: skip  # recovery runs at once here
     rows = event_rows(app).values()
     assert all(row.attempts == 1 for row in rows if row.status == "processed")
     assert {n: i.status for n, i in invoices_by_number(app).items()} == EXPECTED_STATUSES

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 import handlers
 from tests.conftest import StripeSender, clean_tables, make_config
+from tests.drills.stack import report
 from tests.proxy import TcpProxy
 from webhook_service.processing import drain
 from webhook_service.web.app import create_app
@@ -73,19 +74,29 @@ def test_receiver_answers_503_within_10s_and_recovers_without_restart(
     assert sender.post(first).status_code == 200  # the pool now holds a live connection
 
     pg_proxy.stall()
+    answers, healths = [], []
     for event in during:
         response, took = _timed(lambda event=event: sender.post(event))
         assert response.status_code == 503 and took < RECEIVER_BOUND, (response.status_code, took)
+        answers.append(took)
         health, took = _timed(lambda: client.get("/healthz"))
         assert health.status_code == 200 and took < 1.0
+        healths.append(took)
     ready, took = _timed(lambda: client.get("/readyz"))
     assert ready.status_code == 503 and took < 5.0
     assert "database" in ready.get_json()["message"]
 
     pg_proxy.restore()
-    time.sleep(1.1)  # past the intake's cool-down after a failed write
+    healed = time.monotonic()
+    while sender.post(during[0]).status_code != 200:  # Stripe's retries, 0.1 s apart
+        assert time.monotonic() - healed < 10
+        time.sleep(0.1)
+    recovered = time.monotonic() - healed
     for event in during + after:
         assert sender.post(event).status_code == 200
+    report("postgres-silent-partition", delivery_503_max_s=round(max(answers), 3),
+           healthz_max_s=round(max(healths), 3), readyz_503_s=round(took, 3),
+           first_200_after_heal_s=round(recovered, 3))  # fmt: skip
     assert client.get("/readyz").status_code == 200
     kept = _statuses(direct)
     assert {first["id"], *(e["id"] for e in during + after)} <= set(kept)  # acknowledged = kept
@@ -127,6 +138,7 @@ def test_a_drain_cut_off_mid_batch_gives_up_and_its_locks_are_released(
         finally:
             gave_up_after = time.monotonic() - started
     assert gave_up_after < 8.0  # answer bound 3 s, plus a rollback on a connection it closes
+    cut_off = time.monotonic()
     monkeypatch.setattr(handlers, "handle", real)
 
     # Meanwhile a drain with a healthy path (another machine) gets the rows once the server has
@@ -137,6 +149,8 @@ def test_a_drain_cut_off_mid_batch_gives_up_and_its_locks_are_released(
         drain.drain(get_services(healthy).db, get_services(healthy).queue, 100)
         time.sleep(0.2)
     assert set(_statuses(direct).values()) == {"processed"}
+    report("postgres-silent-partition-drain", drain_gave_up_s=round(gave_up_after, 3),
+           other_drain_done_after_s=round(time.monotonic() - cut_off, 3))  # fmt: skip
     with direct.connect() as conn:
         idle = conn.scalar(
             sa.text(
@@ -166,13 +180,16 @@ def test_redis_silent_partition_gives_503_within_10s_and_recovers(
         assert sender.post(fixture_events[0]).status_code == 200
         proxy.stall()
         queued = next(e for e in fixture_events[1:] if e["type"].startswith("invoice."))
-        response, took = _timed(lambda: sender.post(queued))
-        assert response.status_code == 503 and took < RECEIVER_BOUND, (response.status_code, took)
+        response, took_503 = _timed(lambda: sender.post(queued))
+        assert response.status_code == 503 and took_503 < RECEIVER_BOUND, (response.status_code, took_503)
         ready, took = _timed(lambda: client.get("/readyz"))
         assert ready.status_code == 503 and took < 5.0
         assert client.get("/healthz").status_code == 200
         proxy.restore()
+        healed = time.monotonic()
         assert sender.post(queued).status_code == 200  # Stripe's retry: recorded already, now queued
+        report("redis-silent-partition", delivery_503_s=round(took_503, 3), readyz_503_s=round(took, 3),
+               first_200_after_heal_s=round(time.monotonic() - healed, 3))  # fmt: skip
         assert client.get("/readyz").status_code == 200
         get_services(app).db.engine.dispose()
     finally:
@@ -248,6 +265,8 @@ def test_healthz_answers_within_1s_while_gunicorn_threads_wait_on_a_stalled_data
         pg_proxy.restore()
         time.sleep(1.2)
         assert deliver(100)[0] == 200  # healed, same process
+        report("postgres-silent-partition-gunicorn", delivery_503_max_s=round(max(t for _, t in results), 3),
+               healthz_max_s=round(max(health), 3))  # fmt: skip
     finally:
         proc.terminate()
         proc.wait(20)
