@@ -1,9 +1,11 @@
 """What an invoice payload of any API era means, where older eras say it differently.
 
 The invoice handler reads the fields below through these functions only, so the era rules live
-in one place (docs/design.md, "API eras"):
-- no `status` before 2018-02-28: derived from `paid`, `forgiven`, `closed`, `attempted` and the
-  event type; `forgiven: true` (until 2018-11-08, beside `status` too) is `uncollectible`;
+in one place (docs/design.md, "API eras"). Stripe adds fields to every API version, so a field's
+presence, never `api_version`, says which rule applies:
+- no `status` on payloads sent before it existed (SPEC.md: before 2018-02-28): derived from
+  `paid`, `forgiven`, `closed`, `attempted` and the event type; `forgiven: true` (until
+  2018-11-08, beside `status` too) is `uncollectible`;
 - `date` (before 2019-03-14) is the creation and issue date; a top-level `finalized_at`
   (2018-02-28 to 2019-03-14) is the finalization time;
 - `billing` (before 2019-10-17) is the collection method; before it existed every invoice was
