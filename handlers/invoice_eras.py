@@ -31,6 +31,9 @@ _OPEN_TYPES = frozenset(
         "invoice.will_be_due",
     }
 )
+#: Before 2018-05-21 a subscription line's `id` was its subscription's (`sub_…`), shared by the
+#: subscription's lines however many the page shows.
+_SUBSCRIPTION_PREFIX = "sub_"
 #: A line key must fit invoice_lines.id (String(255)).
 _MAX_LINE_KEY = 255
 
@@ -96,15 +99,17 @@ def amount_remaining(obj: dict, status: str) -> int | None:
 
 
 def line_keys(lines: list[dict]) -> list[str]:
-    """A stable identity per line: `unique_id` (2019 payloads), else `id` when no other line
-    shares it, else the id plus what tells shared-id subscription lines apart."""
+    """A stable identity per line: `unique_id` (2019 payloads), else `id`, except that a line whose
+    id is a subscription's (before 2018-05-21), or is shared with another line, gets the id plus
+    what tells such lines apart. A list's first page gets the same keys as the whole list, so a
+    truncated snapshot can be matched against the lines mirrored from a whole one."""
     base = [line.get("unique_id") or line["id"] for line in lines]
     counts: dict[str, int] = {}
     for key in base:
         counts[key] = counts.get(key, 0) + 1
     keys: list[str] = []
     for key, line in zip(base, lines, strict=True):
-        if counts[key] > 1:
+        if counts[key] > 1 or key.startswith(_SUBSCRIPTION_PREFIX):
             key = _distinguished(key, line)
         while key in keys:  # still shared (identical lines): their order is all that differs
             key = _fit(f"{key}#{len(keys)}")

@@ -104,7 +104,7 @@ def handle_invoice_event(event: dict, session: Session) -> None:
         invoice_payments.apply_to_amounts(invoice)
         invoice.source_event_id = snapshot["id"]
     else:
-        _adopt_whole_list(invoice, obj, settings_of(session).metered_price_ids)
+        _adopt_whole_list(invoice, obj, stripe_status, settings_of(session).metered_price_ids)
     balance_changed = customer_id is not None and _observe_balance(session, customer_id, obj)
     if won is not None:
         if customer is not None:  # before the ledger: its balances are kept in the customer's currency
@@ -230,7 +230,7 @@ def _apply_snapshot(
     status = status or obj["status"]
     lines = obj.get("lines") or {}
     stored_ids = [line.id for line in invoice.lines]
-    keep_lines = keeps_whole_list(invoice.stripe_status, invoice.lines_complete, stored_ids, obj)
+    keep_lines = keeps_whole_list(invoice.stripe_status, invoice.lines_complete, stored_ids, obj, status)
     transitions = obj.get("status_transitions") or {}
     starting = _opt_int(obj, "starting_balance")
     ending = _opt_int(obj, "ending_balance")
@@ -271,35 +271,48 @@ def _apply_snapshot(
         _replace_lines(invoice, lines.get("data") or [], metered_price_ids)
 
 
-def _adopt_whole_list(invoice: Invoice, obj: dict, metered_price_ids: frozenset[str]) -> None:
+def _has_line_ids(line) -> bool:
+    """A line whose ids line_keys can read (the worker checks payloads before they are read)."""
+    return (
+        isinstance(line, dict)
+        and isinstance(line.get("id"), str)
+        and isinstance(line.get("unique_id") or "", str)
+    )
+
+
+def _adopt_whole_list(invoice: Invoice, obj: dict, status: str, metered_price_ids: frozenset[str]) -> None:
     """An older finalized snapshot with the whole list completes a row whose newer one was truncated
-    (a finalized invoice's lines never change), so completeness does not depend on delivery order."""
+    (a finalized invoice's lines never change), so completeness does not depend on delivery order.
+    `status` is the snapshot's (derived where the payload has none)."""
     lines = obj.get("lines") or {}
-    raw = lines.get("data") or []
-    if invoice.lines_complete or lines.get("has_more") is True or obj.get("status") == "draft":
+    raw = [line for line in lines.get("data") or [] if isinstance(line, dict)]
+    if invoice.lines_complete or lines.get("has_more") is True or status == "draft":
         return
     if invoice.stripe_status in (None, "draft") or not invoice.lines or not raw:
         return
-    page = [line.get("id") for line in raw[: len(invoice.lines)] if isinstance(line, dict)]
-    if page == [line.id for line in invoice.lines]:
+    if invoice_eras.line_keys(raw)[: len(invoice.lines)] == [line.id for line in invoice.lines]:
         invoice.lines_complete = True
         _replace_lines(invoice, raw, metered_price_ids)
 
 
-def keeps_whole_list(stored_status: str | None, stored_complete: bool | None, stored_ids, obj: dict) -> bool:
+def keeps_whole_list(
+    stored_status: str | None, stored_complete: bool | None, stored_ids, obj: dict, status: str | None = None
+) -> bool:
     """True when a truncated payload's lines are the first page of the whole list the row holds.
 
     A finalized invoice's lines never change, so once the row holds all of them (completed from the
     API while it was already finalized), a later truncated snapshot keeps them instead of falling
-    back to its first page, and the worker need not page them again.
+    back to its first page, and the worker need not page them again. Lines are compared by their
+    identity (`invoice_eras.line_keys`), the stored rows' ids; `status` is the snapshot's, derived
+    where the payload has none (default: the payload's `status`).
     """
     lines = obj.get("lines") or {}
-    page = [line.get("id") for line in lines.get("data") or [] if isinstance(line, dict)]
+    page = invoice_eras.line_keys([line for line in lines.get("data") or [] if _has_line_ids(line)])
     return (
         lines.get("has_more") is True
         and stored_complete is True
         and stored_status not in (None, "draft")
-        and obj.get("status") != "draft"
+        and (status if status is not None else obj.get("status")) != "draft"
         and bool(page)
         and list(stored_ids[: len(page)]) == page
     )

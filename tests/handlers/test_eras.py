@@ -280,3 +280,21 @@ def test_an_old_version_rendered_later_carries_new_fields_beside_old_ones(servic
         if want != got:
             wrong[event_type] = {k: (want[k], got[k]) for k in want if want[k] != got[k]}
     assert not wrong, wrong
+
+
+@pytest.mark.parametrize("version", era.ERAS)
+def test_a_finalized_whole_list_and_a_truncated_later_snapshot_in_any_order_in_every_era(services, version):
+    """A finalized invoice's lines never change, so its whole list, once mirrored, stays when a
+    later snapshot carries only the first page, and an older whole list completes a truncated row:
+    compared by line identity (`unique_id`, shared subscription ids), not by the raw `id`."""
+    whole = era.load(version, "invoice.finalized")
+    truncated = era.load(version, "invoice.paid")
+    truncated["data"]["object"]["lines"].update(
+        data=truncated["data"]["object"]["lines"]["data"][:1], has_more=True
+    )
+    for order in ([whole, truncated], [truncated, whole]):
+        fresh(services)
+        apply(services, order)
+        inv = load_invoice(services, era.INVOICE)
+        got = (inv.stripe_status, inv.lines_complete, [(line.category, line.amount) for line in inv.lines])
+        assert got == ("paid", True, LINES), (order[0]["type"], got)
