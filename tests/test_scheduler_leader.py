@@ -71,6 +71,19 @@ def test_a_standby_taking_over_does_not_repeat_what_the_leader_did(services, con
         assert connection.zcard(RECOVERY) == 2
 
 
+def test_each_scheduler_says_whether_it_leads_from_its_first_turn(services, connection, caplog):
+    first, second = _scheduler(services, connection), _scheduler(services, connection)
+    with caplog.at_level("INFO", logger="webhook_service.workers"):
+        first.tick()
+        second.tick()
+        second.tick()  # said once, not every turn
+    said = [r.getMessage() for r in caplog.records if r.name == "webhook_service.workers"]
+    assert said == [
+        f"scheduler {first.name}: leading",
+        f"scheduler {second.name}: standing by (another leads)",
+    ]
+
+
 def test_a_leader_that_stops_renewing_loses_the_lease(services, connection):
     first, second = _scheduler(services, connection, lease=0.3), _scheduler(services, connection, lease=0.3)
     first.tick()

@@ -183,6 +183,7 @@ class AppCronScheduler(CronScheduler):
         self.leader_key = leader_key(queue_name)
         self.lease_seconds = lease_seconds
         self.leading = False
+        self._announced: bool | None = None  # what the log last said: a standby says so at start too
 
     def heartbeat(self) -> None:
         self._db_heartbeat.maybe_beat()
@@ -192,7 +193,8 @@ class AppCronScheduler(CronScheduler):
         """Take or renew the lease; whether this scheduler leads now."""
         lease_ms = max(int(self.lease_seconds * 1000), 1)
         leading = bool(self.connection.eval(_LEAD, 1, self.leader_key, self.name, lease_ms))
-        if leading != self.leading:
+        if leading != self._announced:
+            self._announced = leading
             logger.info(
                 "scheduler %s: %s", self.name, "leading" if leading else "standing by (another leads)"
             )

@@ -2,7 +2,8 @@
 
 One leads, holding a lease in Redis; the other stands by and enqueues nothing, so recovery, the
 daily past-due sweep and the daily prune run once per period, not twice. When the leader is
-SIGKILLed, the standby takes over once the lease lapses, with no one restarting anything.
+SIGKILLed, the standby takes over once the lease lapses, with no one restarting anything; when
+it gets SIGTERM (a rolling deploy's old process), it hands the lease to the new one at once.
 """
 
 from __future__ import annotations
@@ -28,6 +29,15 @@ RECOVERY = get_cron_job_history_key("jobs.events.recover_events")
 
 def _recoveries(connection: redis.Redis, since: float, until: float = float("inf")) -> int:
     return connection.zcount(RECOVERY, since, until)
+
+
+def _holder_pid(connection: redis.Redis) -> int | None:
+    holder = connection.get(leader_key())
+    return None if holder is None else int(holder.decode().split(":")[1])
+
+
+def _stands_by(stack: Processes, pid: int) -> bool:
+    return any(f":{pid}:" in line and "standing by" in line for line in stack.log_tail(20000).splitlines())
 
 
 def test_two_schedulers_do_the_work_once_and_the_standby_takes_over(
@@ -57,9 +67,8 @@ def test_two_schedulers_do_the_work_once_and_the_standby_takes_over(
         # One scheduler's worth (a run every INTERVAL), not two.
         assert 1 <= both <= WINDOW / INTERVAL + 1, (both, stack.log_tail())
 
-        holder = connection.get(leader_key())
-        assert holder is not None, "no scheduler holds the lease"
-        leader_pid = int(holder.decode().split(":")[1])
+        leader_pid = _holder_pid(connection)
+        assert leader_pid is not None, "no scheduler holds the lease"
         leader, standby = (first, second) if leader_pid == first.pid else (second, first)
         assert leader.pid == leader_pid
         killed_at = time.time()
@@ -67,12 +76,20 @@ def test_two_schedulers_do_the_work_once_and_the_standby_takes_over(
         taken = wait_for(
             lambda: _recoveries(connection, killed_at) > 0, LEASE + INTERVAL + 10, "the standby takes over"
         )
-        assert connection.get(leader_key()).decode().split(":")[1] == str(standby.pid)
+        assert _holder_pid(connection) == standby.pid
 
         since = time.time()
         time.sleep(WINDOW / 2)
         alone = _recoveries(connection, since, time.time())
         assert 1 <= alone <= WINDOW / 2 / INTERVAL + 1, alone
+
+        # A rolling deploy: the new scheduler stands by, the old one gets SIGTERM and hands over.
+        third = stack.scheduler("scheduler-c")
+        wait_for(lambda: _stands_by(stack, third.pid), 30, "the new scheduler stands by")
+        termed_at = time.time()
+        os.kill(standby.pid, signal.SIGTERM)
+        handed = wait_for(lambda: _holder_pid(connection) == third.pid, LEASE, "the lease is handed over")
+        wait_for(lambda: _recoveries(connection, termed_at) > 0, INTERVAL + 5, "the new leader runs recovery")
         stream.finish(60)
         check_outcome(direct, stream, expected)
         report(
@@ -82,6 +99,7 @@ def test_two_schedulers_do_the_work_once_and_the_standby_takes_over(
             interval_s=INTERVAL,
             lease_s=LEASE,
             takeover_after_leader_sigkill_s=round(taken, 3),
+            takeover_after_leader_sigterm_s=round(handed, 3),
             deliveries=stream.total,
         )
     finally:
