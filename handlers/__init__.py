@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from sqlalchemy.orm import Session
 
-from handlers import credit_notes, customers, invoice_payments, invoices, readings
+from handlers import credit_notes, customers, invoice_payments, invoices, ordering, readings
 
 Handler = Callable[[dict, Session], None]
 
@@ -71,6 +71,22 @@ def related_ids(event: dict) -> dict[str, set[str]]:
 def related_keys(event: dict) -> set[str]:
     """`table:id` for every row the event's handler may write (what `lock_related_rows` locks)."""
     return {f"{table}:{row_id}" for table, ids in related_ids(event).items() for row_id in ids}
+
+
+#: Families whose handlers settle same-second ties from the event log (handlers.ordering).
+_TIED_FAMILIES = frozenset({"invoice", "customer"})
+
+
+def expect_batch(events: list[dict], session: Session) -> None:
+    """Tell the handlers which logged events a batch is about to apply (each as `read` returned
+    it), so same-second ties read the log once per batch and never re-read the batch's own."""
+    by_family: dict[str, list[dict]] = {}
+    for event in events:
+        family = EVENT_FAMILIES.get(event.get("type") or "")
+        if family in _TIED_FAMILIES and isinstance(event, ReadEvent):
+            by_family.setdefault(family, []).append(event)
+    for family, members in by_family.items():
+        ordering.expect_ties(session, family, members)
 
 
 def handle(event: dict, session: Session) -> None:

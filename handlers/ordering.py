@@ -110,34 +110,89 @@ def key_prefix(key: str | None) -> str:
     return (key or "").rsplit(".", 1)[0] if key else ""
 
 
+#: session.info keys: logged snapshots by (family, object id, second), and a batch's keys not read yet.
+_SNAPSHOTS = "same_second_snapshots"
+_EXPECTED = "same_second_expected"
+#: Object-and-second keys per read of the log (bounds each statement's parameters).
+READ_CHUNK = 500
+
+Key = tuple[str, str, int]
+
+
+def _key(event: dict, family: str) -> Key | None:
+    obj = (event.get("data") or {}).get("object")
+    obj_id = obj.get("id") if isinstance(obj, dict) else None
+    created = event.get("created")
+    if not isinstance(obj_id, str) or not isinstance(created, int) or isinstance(created, bool):
+        return None
+    return family, obj_id, created
+
+
+def expect_ties(session: Session, family: str, events: list[dict]) -> None:
+    """Note a batch's events (logged, claimed, read by `family`'s reading) before its handlers run.
+
+    The first tie any of them meets then reads the log once for every object and second of the
+    batch, and takes the batch's own snapshots as they are instead of reading them again: one
+    query per batch with ties instead of one per tie, and none without ties. Only for events
+    whose log rows the transaction holds and that are not failed (they take part, as when read).
+    """
+    expected: dict[Key, list[dict]] = session.info.setdefault(_EXPECTED, {})
+    for event in events:
+        key = _key(event, family)
+        if key is not None:
+            expected.setdefault(key, []).append(event)
+
+
 def same_prefix_snapshots(session: Session, event: dict, family: str, prefix_of: PrefixOf) -> list[dict]:
     """Every logged snapshot of this event's object with its prefix, with the event itself in it.
 
     Reads the event log (the durable copy of every accepted event), so events of the same
     second in other batches, processed or not, take part; only events of that second are read.
     """
-    obj_id = event["data"]["object"].get("id")
-    created = event.get("created")
-    if not isinstance(obj_id, str) or not isinstance(created, int) or isinstance(created, bool):
+    key = _key(event, family)
+    if key is None:
         return [event]
-    cache = session.info.setdefault("same_second_snapshots", {})
-    key = (family, obj_id, created)
+    cache: dict[Key, list[dict]] = session.info.setdefault(_SNAPSHOTS, {})
     if key not in cache:  # one read per object and second in a transaction (a batch shares it)
-        # No autoflush: the read needs only logged payloads, which the batch never changes, and a
-        # flush per read wrote the batch's dirty rows once per tie (most of a drain's time).
-        with session.no_autoflush:
-            rows = session.execute(
-                sa.select(StripeEvent.payload).where(
-                    StripeEvent.object_id == obj_id,
-                    StripeEvent.created == datetime.fromtimestamp(created, UTC),
-                    StripeEvent.type.like(f"{family}.%"),
-                    StripeEvent.status != EventStatus.FAILED.value,  # malformed ones never take part
-                )
-            ).all()
-        cache[key] = [readable for (payload,) in rows if (readable := _readable(payload, family)) is not None]
+        expected: dict[Key, list[dict]] = session.info.pop(_EXPECTED, {})
+        expected.setdefault(key, [])
+        _read_logged(session, {k: v for k, v in expected.items() if k not in cache}, cache)
     prefix = prefix_of(event)
     others = [e for e in cache[key] if e.get("id") != event["id"] and prefix_of(e) == prefix]
     return [event, *others]
+
+
+def _read_logged(session: Session, wanted: dict[Key, list[dict]], cache: dict[Key, list[dict]]) -> None:
+    """Fill `cache` for `wanted` keys: the snapshots given with them plus the others the log holds."""
+    by_family: dict[str, list[Key]] = {}
+    for key in wanted:
+        by_family.setdefault(key[0], []).append(key)
+    for family, keys in by_family.items():
+        for start in range(0, len(keys), READ_CHUNK):
+            chunk = keys[start : start + READ_CHUNK]
+            known = [e for key in chunk for e in wanted[key]]
+            for key in chunk:
+                cache[key] = list(wanted[key])
+            # No autoflush: the read needs only logged payloads, which the batch never changes, and
+            # a flush per read wrote the batch's dirty rows once per tie (most of a drain's time).
+            with session.no_autoflush:
+                rows = session.execute(
+                    # Objects and seconds as two lists, a superset the loop below narrows: as fast
+                    # as one index scan per object, where a list of pairs cost PostgreSQL 5x more.
+                    sa.select(StripeEvent.object_id, StripeEvent.created, StripeEvent.payload).where(
+                        StripeEvent.object_id.in_(sorted({obj_id for _, obj_id, _ in chunk})),
+                        StripeEvent.created.in_(
+                            [datetime.fromtimestamp(second, UTC) for second in sorted({k[2] for k in chunk})]
+                        ),
+                        StripeEvent.type.like(f"{family}.%"),
+                        StripeEvent.status != EventStatus.FAILED.value,  # malformed ones never take part
+                        StripeEvent.id.not_in([e["id"] for e in known]),
+                    )
+                ).all()
+            for obj_id, created, payload in rows:
+                group = cache.get((family, obj_id or "", int(created.timestamp()))) if created else None
+                if group is not None and (readable := _readable(payload, family)) is not None:
+                    group.append(readable)
 
 
 def _readable(payload: str, family: str) -> dict | None:

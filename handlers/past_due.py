@@ -126,9 +126,14 @@ def _insert_notifications(session: Session, invoice: Invoice, values: dict) -> N
         "kind": KIND, "invoice_id": invoice.id, "customer_id": invoice.customer_id,
         "livemode": bool(invoice.livemode), "account": invoice.account, **values,
     }  # fmt: skip
-    # The unique key (invoice, kind, audience) makes this exactly-once under any race.
-    session.execute(
-        dialect_insert(dialect, Notification)
-        .values([{**common, **row} for row in rows])
-        .on_conflict_do_nothing()
-    )
+    if invoice in session.new:  # the row the notifications refer to must exist first
+        session.flush()
+    # The unique key (invoice, kind, audience) makes this exactly-once under any race. No autoflush:
+    # the statement needs only the invoice row, and a flush here wrote the whole batch's dirty rows
+    # once per notified invoice (a fifth of a drain's time with a tenth of invoices past due).
+    with session.no_autoflush:
+        session.execute(
+            dialect_insert(dialect, Notification)
+            .values([{**common, **row} for row in rows])
+            .on_conflict_do_nothing()
+        )

@@ -116,6 +116,8 @@ def _drain_batch(db: Database, queue: EventQueue, batch_size: int, fetching: Fet
                 for row, error in refused:  # fails for good here, without touching the batch's rows
                     eventlog.record_failure(session, row.id, error, None)
                 parsed = locks.leave_contended(session, parsed)
+                # Before any copy: ties are settled from the logged snapshots as read.
+                handlers.expect_batch([event for _, event in parsed], session)
                 rows = [row for row, _ in parsed]
                 ids = [row.id for row in rows]
                 # Grouped by object, newest first: handlers are order-free, and this way only the

@@ -1,0 +1,98 @@
+"""A batch costs a fixed number of statements, whatever its events: no statement per event.
+
+Replay runs at the drains' speed (processing/replay.py), so per-event round trips are what would
+make 10,000 replayed events slow (docs/benchmarks.md). Each backlog below has a same-second tie
+for every invoice (paid and payment_succeeded in one second: the tie is read from the event log)
+and a failed payment, hence past-due notifications, for every third one.
+"""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+import redis
+import sqlalchemy as sa
+from builder import NEW_API, Customer, Ids, InvoiceLifecycle, Line
+
+from tests.conftest import _clean, make_config
+from tests.helpers import invoices_by_number
+from webhook_service.core.models import Notification, StripeEvent
+from webhook_service.processing import drain, eventlog
+from webhook_service.processing.envelope import parse_envelope
+from webhook_service.web.app import create_app
+from webhook_service.web.services import get_services
+
+T0 = 1_790_000_000
+
+
+@pytest.fixture
+def pg_app(postgresql_database_url, redis_url):
+    """PostgreSQL, the production backend (SQLite inserts history rows one RETURNING at a time)."""
+    _clean(postgresql_database_url)
+    redis.Redis.from_url(redis_url).flushdb()
+    application = create_app(make_config(postgresql_database_url, redis_url))
+    yield application
+    get_services(application).db.engine.dispose()
+
+
+def _backlog(invoices: int, tag: str) -> list[dict]:
+    ids = Ids(f"drain-statements-{tag}")
+    customers = [Customer(ids.make("cus"), f"Customer {i}", f"c{i}@example.com") for i in range(3)]
+    events: list[dict] = []
+    for i in range(invoices):
+        line = Line(ids.make("il"), "Plan", 4900, price_id="price_1B", product_id="prod_1B")
+        life = InvoiceLifecycle(ids, customers[i % 3], NEW_API, T0 + i, [line], number=f"S{tag}-{i:04d}")
+        life.created(T0 + i)
+        life.finalized(T0 + i + 3600)
+        if i % 3 == 0:
+            life.payment_failed(T0 + i + 3600 + 5)
+        life.paid(T0 + i + 7200)
+        events += life.events
+    return events
+
+
+def _statements_of_one_drain(services, events: list[dict]) -> list[str]:
+    bodies = [orjson.dumps(event) for event in events]
+    eventlog.record_events(services.db.engine, [(parse_envelope(body), body) for body in bodies])
+    statements: list[str] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):
+        statements.append(statement)
+
+    engine = services.db.engine
+    sa.event.listen(engine, "before_cursor_execute", capture)
+    try:
+        result = drain.drain(services.db, services.queue, batch_size=500)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", capture)
+    assert (result.processed, result.batches, result.failed) == (len(events), 1, [])
+    return statements
+
+
+def _fixed(statements: list[str]) -> list[str]:
+    return [s for s in statements if not s.startswith("INSERT INTO notifications")]
+
+
+@pytest.mark.parametrize("invoices", [6, 30])
+def test_a_batch_costs_the_same_statements_for_6_or_30_invoices(pg_app, invoices):
+    app, services = pg_app, get_services(pg_app)
+    # GIVEN a baseline of 3 invoices drained alone, to compare with
+    small = _statements_of_one_drain(services, _backlog(3, f"base{invoices}"))
+    # WHEN a batch of `invoices` lifecycles is drained, ties and notifications included
+    events = _backlog(invoices, str(invoices))
+    big = _statements_of_one_drain(services, events)
+    # THEN it sent no more statements than the 3-invoice batch, but for one INSERT per invoice that
+    # entered past due (its notifications), and it read the event log once for all its ties
+    assert len(_fixed(big)) <= len(_fixed(small)), "\n".join(big)
+    assert len(big) - len(_fixed(big)) == (invoices + 2) // 3
+    assert len([s for s in big if "stripe_events.payload" in s and " LIKE " in s]) == 1
+    # AND the mirror is what it always was: every invoice paid, one notification per audience
+    numbers = {e["data"]["object"]["number"] for e in events} - {None}
+    statuses = {n: i.status for n, i in invoices_by_number(app).items() if n in numbers}
+    assert statuses == dict.fromkeys(numbers, "paid")
+    with services.db.sessions() as session:
+        notified = session.scalars(
+            sa.select(Notification.invoice_id).where(Notification.invoice_id.like("in_%"))
+        ).all()
+        assert len(notified) == 2 * ((invoices + 2) // 3 + 1)  # admins and customer, per failed payment
+        assert session.scalar(sa.select(sa.func.count()).where(StripeEvent.status != "processed")) == 0
