@@ -101,3 +101,20 @@ def test_the_lease_is_configured_once_like_the_rest():
 
     assert load_config({}).scheduler_lease_seconds == 15
     assert load_config({"SCHEDULER_LEASE_SECONDS": "4"}).scheduler_lease_seconds == 4
+
+
+def test_a_daily_run_the_leader_did_not_live_to_make_is_made_by_the_standby(services, connection):
+    # The leader is SIGKILLed at 05:59:55; its lease still holds when the sweep falls due at
+    # 06:00. The standby must not count that sweep as done: nobody enqueued it.
+    with time_machine.travel(START, tick=False) as traveller:
+        first, second = _scheduler(services, connection), _scheduler(services, connection)
+        first.tick()
+        second.tick()
+        assert first.leading and not second.leading
+        traveller.shift(timedelta(seconds=11))  # 06:00:01; the leader is dead and ticks no more
+        second.tick()
+        assert not second.leading and connection.zcard(SWEEP) == 0
+        connection.delete(leader_key(QUEUE))  # the dead leader's lease lapses
+        second.tick()
+        assert second.leading
+        assert connection.zcard(SWEEP) == 1  # the sweep of the day, made once

@@ -17,6 +17,7 @@ import logging
 import os
 import threading
 import time
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import redis
@@ -26,7 +27,6 @@ from rq.cron import CronScheduler
 from rq.exceptions import StopRequested
 from rq.job import Job
 from rq.timeouts import TimerDeathPenalty
-from rq.utils import now as rq_now
 from rq.worker import BaseWorker
 
 from webhook_service.core.config import Config
@@ -168,10 +168,9 @@ class AppCronScheduler(CronScheduler):
     RQ's cron has no leader election: two scheduler processes (a rolling deploy's overlap, a
     second one by mistake) would each enqueue recovery, the sweep and the prune. So each turn a
     scheduler takes or renews a lease in Redis (`lease_seconds`, renewed every third of it);
-    only the holder enqueues. A standby lets due runs pass, as done by the leader, so when it
-    takes over (the leader gave the lease up on SIGTERM, or stopped renewing it) it starts at
-    the next run instead of repeating one: a daily run due in the seconds a lapsing lease
-    leaves uncovered is skipped, like any run missed while no scheduler runs.
+    only the holder enqueues. A standby follows the leader's runs as RQ's job history records
+    them, so when it takes over (the leader gave the lease up on SIGTERM, or stopped renewing
+    it) it neither repeats a run the leader made nor skips one the leader did not live to make.
     """
 
     #: How long the loop waits before trying Redis again.
@@ -206,16 +205,25 @@ class AppCronScheduler(CronScheduler):
         self.connection.eval(_RESIGN, 1, self.leader_key, self.name)
         self.leading = False
 
+    def follow_leader(self) -> None:
+        """As a standby, count as done what the leader did enqueue, as RQ's job history in Redis
+        records it (never merely what was due: a leader killed just before a daily run would
+        otherwise take that run with it, and the standby taking over would skip it for a day)."""
+        for job in self.get_jobs():
+            newest = self.connection.zrevrange(job.job_history_key, 0, 0, withscores=True)
+            if not newest:
+                continue
+            enqueued = datetime.fromtimestamp(newest[0][1], tz=UTC)
+            if job.latest_enqueue_time is None or enqueued > job.latest_enqueue_time:
+                job.set_enqueue_time(enqueued)
+
     def tick(self) -> float:
         """One turn: lead and enqueue what is due, or stand by; beat; return the pause before the next."""
         if self.lead():
             if self.enqueue_jobs():
                 self.save()
         else:
-            now = rq_now()
-            for job in self.get_jobs():
-                if job.should_run():
-                    job.set_enqueue_time(now)  # the leader's run, not ours
+            self.follow_leader()
         self.heartbeat()
         return min(self.calculate_sleep_interval(), self.lease_seconds / 3)
 
@@ -243,6 +251,7 @@ class AppCronScheduler(CronScheduler):
         finally:
             with contextlib.suppress(redis.RedisError):
                 self.resign()
+            with contextlib.suppress(redis.RedisError):
                 self.register_death()
 
 

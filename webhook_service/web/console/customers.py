@@ -57,10 +57,10 @@ def credit_by_currency(customer: Customer) -> list[tuple[str, int]]:
     """Credit available per currency, as the mirror keeps it (`customer_balances`, one row per
     currency, as Stripe keeps one balance per currency); never summed across currencies.
 
-    A customer with no balance row yet (no currency known) shows its single figure uncurrencied."""
+    A customer with no balance row yet shows its single figure, in its currency if known."""
     balances = customer.credit_balances
     if not balances:
-        return [("", customer.credit_balance)]
+        return [((customer.currency or "").lower(), customer.credit_balance)]
     return sorted((code.lower(), amount) for code, amount in balances.items())
 
 
