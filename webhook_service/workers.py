@@ -213,7 +213,7 @@ class AppCronScheduler(CronScheduler):
             newest = self.connection.zrevrange(job.job_history_key, 0, 0, withscores=True)
             if not newest:
                 continue
-            enqueued = datetime.fromtimestamp(newest[0][1], tz=UTC)
+            enqueued = datetime.fromtimestamp(float(newest[0][1]), tz=UTC)
             if job.latest_enqueue_time is None or enqueued > job.latest_enqueue_time:
                 job.set_enqueue_time(enqueued)
 
