@@ -123,14 +123,24 @@ def redis_url(tmp_path_factory):
     server.stop()
 
 
+#: Children before parents, so each DELETE leaves no row pointing at a deleted one.
+_TABLES = [table.name for table in reversed(Base.metadata.sorted_tables)]
+#: One round trip on PostgreSQL: DELETE of the few rows a test leaves takes ~3 ms where TRUNCATE of
+#: the 16 tables took ~190 ms (it replaces every table's and index's files), a third of the time of
+#: a database test. Sequences restart as TRUNCATE's RESTART IDENTITY did.
+_PG_CLEAN = "; ".join(
+    [f"DELETE FROM {table}" for table in _TABLES]
+    + ["SELECT setval(oid, 1, false) FROM pg_class WHERE relkind = 'S'"]
+)
+
+
 def clean_tables(engine: sa.Engine) -> None:
     """Empty every table (between tests, or between hypothesis examples)."""
-    tables = [table.name for table in reversed(Base.metadata.sorted_tables)]
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
-            conn.execute(sa.text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+            conn.exec_driver_sql(_PG_CLEAN)
         else:
-            for table in tables:
+            for table in _TABLES:
                 conn.execute(sa.text(f"DELETE FROM {table}"))
 
 
