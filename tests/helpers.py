@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sentry_sdk
 import sqlalchemy as sa
 
 from webhook_service.core.models import (
@@ -25,6 +26,18 @@ _BOOKKEEPING = {"updated_at", "created_at_row", "recorded_at", "id_history"}
 def run_worker(app, *, forking: bool = False) -> None:
     """Run a real RQ worker (with its scheduler) on the app's queue until the queue is empty."""
     build_worker(app, forking=forking).work(burst=True, with_scheduler=True, logging_level="WARNING")
+
+
+def disable_sentry() -> None:
+    """Back to no Sentry client, as in a process without SENTRY_DSN, after a test that enabled it.
+
+    `sentry_sdk.init(dsn=None)` is not that: it installs an active client with every default
+    integration, which then records the queries, requests and errors of every later test in the
+    process (a tenth of the fast lane's CPU) and sends them nowhere.
+    """
+    sentry_sdk.flush()
+    sentry_sdk.get_client().close()
+    sentry_sdk.get_global_scope().set_client(None)
 
 
 def _row(obj, skip=()) -> tuple:

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from rq.registry import FailedJobRegistry
 
 from tests.conftest import StripeSender, clean_tables, make_config
-from tests.helpers import run_worker
+from tests.helpers import disable_sentry, run_worker
 from tests.test_no_pii import CaptureTransport
 from webhook_service.processing import drain, recovery
 from webhook_service.processing.db import is_connection_error
@@ -29,7 +29,7 @@ def pg_app(postgresql_database_url, redis_url):
     transport = CaptureTransport()
     init_sentry(get_services(app).config, transport=transport)
     yield app, direct, transport
-    sentry_sdk.init(dsn=None)
+    disable_sentry()
     get_services(app).db.engine.dispose()
     direct.dispose()
 

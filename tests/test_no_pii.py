@@ -18,7 +18,7 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry
 
 import handlers
-from tests.helpers import event_rows, run_worker
+from tests.helpers import disable_sentry, event_rows, run_worker
 from webhook_service.web.observability import init_sentry
 
 KEY = "portal-key-no-pii-0123456789"
@@ -52,8 +52,7 @@ def sentry_sink(services):
     transport = CaptureTransport()
     init_sentry(services.config, transport=transport)
     yield transport
-    sentry_sdk.flush()
-    sentry_sdk.init(dsn=None)  # back to a disabled client for the other tests
+    disable_sentry()
 
 
 def _secrets_of(event: dict) -> list[str]:

@@ -13,7 +13,7 @@ from rq.registry import FailedJobRegistry
 
 import handlers
 from tests.conftest import SECRET
-from tests.helpers import event_rows, invoices_by_number, mirror_state, run_worker
+from tests.helpers import disable_sentry, event_rows, invoices_by_number, mirror_state, run_worker
 from webhook_service.cli import cli
 from webhook_service.processing import eventlog
 from webhook_service.processing.resync import MAX_ATTEMPTS, StripeAPIError, StripeEventsClient, resync
@@ -287,8 +287,7 @@ def sentry_events(services):
     init_sentry(services.config.with_overrides(sentry_dsn="https://public@sentry.example.invalid/1"),
                 transport=transport)  # fmt: skip
     yield transport
-    sentry_sdk.get_client().close()
-    sentry_sdk.init(dsn=None)
+    disable_sentry()
 
 
 def _sent(transport):
