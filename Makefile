@@ -32,10 +32,12 @@ test: install-test
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
-## The edit loop (meant to take a minute; docs/benchmarks.md has what it took): the suite minus the drills (`slow`), property tests capped at 5
-## examples, database tests on PostgreSQL only (SQLite and PgBouncer run in `make test`), 2 processes.
+## The edit loop (meant to take a minute; docs/benchmarks.md has what it took). Left out, run by `make test`:
+## the tests marked `slow` (drills and the tests that start gunicorn, workers or the demo), property
+## tests beyond 5 examples, and SQLite and PgBouncer (database tests run on PostgreSQL only).
+## 3 processes on 2 cores: many tests wait on sleeps, PostgreSQL and threads, so a third fills the idle time.
 test-fast: install-test
-	HYPOTHESIS_PROFILE=fast TEST_BACKENDS=postgresql $(BIN)/python -m pytest -m 'not slow' -q -n 2
+	HYPOTHESIS_PROFILE=fast TEST_BACKENDS=postgresql $(BIN)/python -m pytest -m 'not slow' -q -n 3
 
 typecheck: install-test
 	$(BIN)/mypy
