@@ -323,7 +323,9 @@ def test_heartbeats_per_role(app, client, services):
         labels: value for (name, labels), value in samples.items() if name == "stripe_webhook_processes"
     } == {(("role", role),): 0 for role in heartbeats.ROLES}
     run_worker(app)  # RQ's worker loop beats as "worker"
-    AppCronScheduler(services.db, connection=services.queue.connection).heartbeat()
+    AppCronScheduler(
+        services.db, connection=services.queue.connection, queue_name=services.config.queue_name
+    ).heartbeat()
     samples = scrape(client)
     assert total(samples, "stripe_webhook_processes", role="worker") == 1
     assert total(samples, "stripe_webhook_processes", role="scheduler") == 1
