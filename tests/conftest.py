@@ -183,6 +183,16 @@ def app(database_url, redis_url, config_overrides):
 
 
 @pytest.fixture
+def pg_app(postgresql_database_url, redis_url):
+    """An app on PostgreSQL only, for what only PostgreSQL has (advisory locks, statement counts)."""
+    _clean(postgresql_database_url)
+    redis.Redis.from_url(redis_url).flushdb()
+    application = create_app(make_config(postgresql_database_url, redis_url))
+    yield application
+    get_services(application).db.engine.dispose()
+
+
+@pytest.fixture
 def services(app):
     return get_services(app)
 

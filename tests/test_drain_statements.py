@@ -10,29 +10,16 @@ from __future__ import annotations
 
 import orjson
 import pytest
-import redis
 import sqlalchemy as sa
 from builder import NEW_API, Customer, Ids, InvoiceLifecycle, Line
 
-from tests.conftest import _clean, make_config
 from tests.helpers import invoices_by_number
 from webhook_service.core.models import Notification, StripeEvent
 from webhook_service.processing import drain, eventlog
 from webhook_service.processing.envelope import parse_envelope
-from webhook_service.web.app import create_app
 from webhook_service.web.services import get_services
 
 T0 = 1_790_000_000
-
-
-@pytest.fixture
-def pg_app(postgresql_database_url, redis_url):
-    """PostgreSQL, the production backend (SQLite inserts history rows one RETURNING at a time)."""
-    _clean(postgresql_database_url)
-    redis.Redis.from_url(redis_url).flushdb()
-    application = create_app(make_config(postgresql_database_url, redis_url))
-    yield application
-    get_services(application).db.engine.dispose()
 
 
 def _backlog(invoices: int, tag: str) -> list[dict]:

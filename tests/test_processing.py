@@ -333,16 +333,6 @@ def test_redis_client_is_real(redis_url):
     assert redis.Redis.from_url(redis_url).ping() is True
 
 
-@pytest.fixture
-def pg_app(postgresql_database_url, redis_url):
-    """Advisory locks steer concurrent drains on PostgreSQL only (SQLite has a single writer)."""
-    _clean(postgresql_database_url)
-    redis.Redis.from_url(redis_url).flushdb()
-    application = create_app(make_config(postgresql_database_url, redis_url))
-    yield application
-    get_services(application).db.engine.dispose()
-
-
 def test_a_drain_leaves_events_another_drain_is_working_on_and_finishes_them_later(pg_app, fixture_events):
     app, services, stripe = pg_app, get_services(pg_app), StripeSender(pg_app.test_client())
     # GIVEN every fixture queued without a backlog share (as if logged before shares existed, so

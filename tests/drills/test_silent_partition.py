@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 import handlers
-from tests.conftest import StripeSender, clean_tables, make_config
+from tests.conftest import StripeSender, make_config
 from tests.drills.stack import report
 from tests.proxy import TcpProxy
 from webhook_service.processing import drain
@@ -37,14 +37,6 @@ def pg_proxy(postgresql_database_url):
     proxy.start()
     yield proxy
     proxy.stop()
-
-
-@pytest.fixture
-def direct(postgresql_database_url):
-    engine = sa.create_engine(postgresql_database_url)
-    clean_tables(engine)
-    yield engine
-    engine.dispose()
 
 
 def _app(database_url: str, redis_url: str, **overrides):
