@@ -27,6 +27,11 @@ install-dev: $(BIN)/python
 demo: install
 	$(BIN)/webhook-service demo
 
+#: Tests start many Python processes (xdist workers, CLI and drill subprocesses): let them keep
+#: compiled bytecode, which an environment with PYTHONDONTWRITEBYTECODE set would refuse them
+#: (then every process recompiles the project and pytest rewrites its plugins' modules anew).
+test test-fast: export PYTHONDONTWRITEBYTECODE :=
+
 ## Install with test extras, type-check, then run the whole suite (needs PostgreSQL and Redis on 127.0.0.1).
 test: install-test
 	$(BIN)/mypy

@@ -28,6 +28,17 @@ def run_worker(app, *, forking: bool = False) -> None:
     build_worker(app, forking=forking).work(burst=True, with_scheduler=True, logging_level="WARNING")
 
 
+def invoke_cli(*args: str, env: dict[str, str] | None = None):
+    """Run `webhook-service ARGS` in this process (click's runner): its exit code, stdout and
+    stderr, without the second of CPU a new interpreter spends importing the stack.
+    tests/test_cli.py runs the console script as a real process."""
+    from click.testing import CliRunner
+
+    from webhook_service.cli import cli
+
+    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+
+
 def disable_sentry() -> None:
     """Back to no Sentry client, as in a process without SENTRY_DSN, after a test that enabled it.
 

@@ -10,8 +10,7 @@ from builder import Customer
 from tests.handlers.test_currencies import eur_credit_story
 from tests.handlers.test_invoices import apply
 from tests.handlers.test_scopes import ACCOUNT_A, ACCOUNT_B, story
-from tests.helpers import like_query_plans, run_worker
-from tests.test_cli import run_cli
+from tests.helpers import invoke_cli, like_query_plans, run_worker
 from webhook_service.core.models import StripeEvent
 from webhook_service.processing.sweep import sweep_past_due
 from webhook_service.web.services import get_services
@@ -63,12 +62,12 @@ def test_last_error_is_its_first_line_without_sql_or_values(app, client, fixture
     assert SECRET_EMAIL not in one.get_data(as_text=True) and "[SQL" not in one.get_data(as_text=True)
 
 
-def test_cli_shows_the_same_first_line(app, fixture_events, database_url, redis_url, tmp_path):
+def test_cli_shows_the_same_first_line(app, fixture_events, database_url, redis_url):
     event = _failed_event(app, fixture_events)
     env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url}
-    listed = run_cli("events", "list", "--status", "failed", env=env, cwd=tmp_path)
-    shown = run_cli("events", "show", event["id"], env=env, cwd=tmp_path)
-    assert listed.returncode == 0 and shown.returncode == 0, listed.stderr + shown.stderr
+    listed = invoke_cli("events", "list", "--status", "failed", env=env)
+    shown = invoke_cli("events", "show", event["id"], env=env)
+    assert listed.exit_code == 0 and shown.exit_code == 0, listed.stderr + shown.stderr
     header = shown.stdout.split("payload:")[0]
     assert json.loads(header)["last_error"] == FIRST_LINE
     for output in (listed.stdout, header):

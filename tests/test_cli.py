@@ -104,27 +104,6 @@ def test_unmigrated_production_database_is_refused(postgresql_database_url, tmp_
             conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
-def test_events_list_and_show(database_url, redis_url, app, stripe, fixture_events, tmp_path):
-    for event in fixture_events[:3]:
-        stripe.post(event)
-    env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url}
-    listed = run_cli("events", "list", "--status", "queued", env=env, cwd=tmp_path)
-    assert listed.returncode == 0, listed.stderr
-    assert all(e["id"] in listed.stdout for e in fixture_events[:3])
-    assert (
-        run_cli("events", "list", "--status", "failed", env=env, cwd=tmp_path).stdout.strip()
-        == "No events match."
-    )
-    shown = run_cli("events", "show", fixture_events[0]["id"], env=env, cwd=tmp_path)
-    assert shown.returncode == 0
-    header, payload = shown.stdout.split("payload:\n")
-    assert json.loads(header)["status"] == "queued" and json.loads(payload) == fixture_events[0]
-    missing = run_cli("events", "show", "evt_nope", env=env, cwd=tmp_path)
-    assert missing.returncode == 2 and "not in the event log" in missing.stderr
-    bad_date = run_cli("events", "list", "--since", "yesterday", env=env, cwd=tmp_path)
-    assert bad_date.returncode == 2 and "expected a date" in bad_date.stderr
-
-
 @pytest.mark.slow
 def test_demo_runs_on_embedded_defaults_and_prints_the_mirror(tmp_path):
     """The README's first command, as a newcomer runs it: no Redis, no DATABASE_URL."""

@@ -14,7 +14,7 @@ from rq.registry import FailedJobRegistry
 
 import handlers
 from tests.conftest import SECRET
-from tests.helpers import event_rows, mirror_state, run_worker
+from tests.helpers import event_rows, invoke_cli, mirror_state, run_worker
 from webhook_service.cli import cli
 from webhook_service.cli_support import error_first_line, parse_when
 from webhook_service.core.models import InvoiceStatusChange, StripeEvent
@@ -83,6 +83,27 @@ def _failing_run(app, stripe, fixture_events, broken):
     failed = sorted(i for i, row in rows.items() if row.status == "failed")
     assert failed
     return failed
+
+
+# ---- events list / show ------------------------------------------------------------------
+
+
+def test_events_list_and_show(database_url, redis_url, app, stripe, fixture_events):
+    for event in fixture_events[:3]:
+        stripe.post(event)
+    env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url}
+    listed = invoke_cli("events", "list", "--status", "queued", env=env)
+    assert listed.exit_code == 0, listed.stderr
+    assert all(e["id"] in listed.stdout for e in fixture_events[:3])
+    assert invoke_cli("events", "list", "--status", "failed", env=env).stdout.strip() == "No events match."
+    shown = invoke_cli("events", "show", fixture_events[0]["id"], env=env)
+    assert shown.exit_code == 0
+    header, payload = shown.stdout.split("payload:\n")
+    assert json.loads(header)["status"] == "queued" and json.loads(payload) == fixture_events[0]
+    missing = invoke_cli("events", "show", "evt_nope", env=env)
+    assert missing.exit_code == 2 and "not in the event log" in missing.stderr
+    bad_date = invoke_cli("events", "list", "--since", "yesterday", env=env)
+    assert bad_date.exit_code == 2 and "expected a date" in bad_date.stderr
 
 
 # ---- replay -----------------------------------------------------------------------------------
