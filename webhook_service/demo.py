@@ -181,7 +181,7 @@ def run_demo(
     )
     if serve_port is not None and not config.operator_keys:
         config = config.with_overrides(operator_keys=(OperatorKey("demo", secrets.token_urlsafe(18)),))
-    app = build_app_or_exit(config=config, auto_upgrade=True)
+    app = build_app_or_exit(config=config, auto_upgrade=True, http=True)  # it serves the receiver
     services = get_services(app)
     worker = EmbeddedWorker(app)
     worker.start()

@@ -114,8 +114,13 @@ def build_app_or_exit(
     config: Config | None = None,
     check_db: bool = True,
     exit_status: int = EXIT_REFUSED,
+    http: bool | None = None,
 ) -> Flask:
-    """Config, role checks, the app and its database checks; each failure one line and `exit_status`."""
+    """Config, role checks, the app and its database checks; each failure one line and `exit_status`.
+
+    :param http: register the endpoints; by default only processes that serve HTTP (`web`,
+        `serve`) do. Workers, the scheduler and operator commands use the app's services only.
+    """
     from webhook_service.web.app import create_app
     from webhook_service.web.services import get_services
 
@@ -124,7 +129,7 @@ def build_app_or_exit(
         check_role(config, role)
         if require_webhook_secret:
             require_secrets(config)
-        app = create_app(config, http=role not in ("worker", "scheduler"))
+        app = create_app(config, http=role in ("web", "serve") if http is None else http)
         if check_db:
             check_database(
                 get_services(app).db,

@@ -11,7 +11,7 @@ from handlers.settings import HandlerSettings
 from webhook_service.core.config import Config, load_config
 from webhook_service.core.logging_setup import configure_logging
 from webhook_service.processing.bounded import DatabaseTimeouts
-from webhook_service.processing.db import create_database
+from webhook_service.processing.db import Database, create_database
 from webhook_service.processing.enrich import build_fetching
 from webhook_service.processing.intake import Intake
 from webhook_service.processing.queue import create_queue
@@ -24,12 +24,31 @@ MAX_BODY_BYTES = 1024 * 1024
 logger = logging.getLogger(__name__)
 
 
-def create_app(config: Config | None = None, *, http: bool = True) -> Flask:
+def database_for(config: Config) -> Database:
+    """The app's database: its engine, bounded by the configured timeouts, and sessions that carry
+    the handlers' settings.
+
+    :raises ConfigError: DATABASE_URL is malformed.
+    """
+    handler_settings = HandlerSettings(
+        entity_type_key=config.entity_type_metadata_key,
+        entity_id_key=config.entity_id_metadata_key,
+        metered_price_ids=frozenset(config.metered_price_ids),
+    )
+    return create_database(
+        config.database_url, {"handler_settings": handler_settings}, DatabaseTimeouts.from_config(config)
+    )
+
+
+def create_app(config: Config | None = None, *, http: bool = True, database: Database | None = None) -> Flask:
     """Build the Flask app with its database, queue and blueprints.
 
     :param config: a validated Config; read from the environment when omitted.
     :param http: register the endpoints (receiver, API, health, metrics). Workers and the
         scheduler only need the app's services and context, and start faster without them.
+    :param database: `database_for(config)`, built earlier, for a process that builds several
+        apps of one configuration (the tests): SQLAlchemy keeps its compiled statements and its
+        dialect set-up per engine, so a new engine per app compiles every statement again.
     :raises ConfigError: configuration is malformed.
     """
     config = config or load_config(os.environ)
@@ -37,14 +56,7 @@ def create_app(config: Config | None = None, *, http: bool = True) -> Flask:
     init_sentry(config)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    handler_settings = HandlerSettings(
-        entity_type_key=config.entity_type_metadata_key,
-        entity_id_key=config.entity_id_metadata_key,
-        metered_price_ids=frozenset(config.metered_price_ids),
-    )
-    database = create_database(
-        config.database_url, {"handler_settings": handler_settings}, DatabaseTimeouts.from_config(config)
-    )
+    database = database or database_for(config)
     queue = create_queue(config.redis_url, config.queue_name, config.retry_intervals)
     services.init_app(
         app,
