@@ -180,8 +180,7 @@ def config_overrides():
 
 #: One Database (engine and sessions) per configuration for the whole run, as a real process has
 #: one: SQLAlchemy compiles each statement once per engine, and a new engine per test compiled
-#: every statement of every test again (a fifth of the fast lane's CPU). Each test still starts on
-#: an empty pool: the app fixture disposes of it afterwards.
+#: every statement of every test again.
 _DATABASES: dict[Config, Database] = {}
 
 
@@ -189,6 +188,14 @@ def _database_of(config: Config) -> Database:
     if config not in _DATABASES:
         _DATABASES[config] = database_for(config)
     return _DATABASES[config]
+
+
+def _release(application) -> None:
+    """After a test: its pooled connections serve the next test (a new PostgreSQL connection costs
+    the server a process and its catalog caches), unless the test left one checked out."""
+    engine = get_services(application).db.engine
+    if engine.pool.checkedout():
+        engine.dispose()
 
 
 def _needs_http(request) -> bool:
@@ -211,7 +218,7 @@ def app(request, database_url, redis_url, config_overrides):
     config = make_config(database_url, redis_url, **config_overrides)
     application = create_app(config, http=_needs_http(request), database=_database_of(config))
     yield application
-    get_services(application).db.engine.dispose()
+    _release(application)
     connection.flushdb()
     connection.close()
 
@@ -224,7 +231,7 @@ def pg_app(postgresql_database_url, redis_url):
     config = make_config(postgresql_database_url, redis_url)
     application = create_app(config, database=_database_of(config))
     yield application
-    get_services(application).db.engine.dispose()
+    _release(application)
 
 
 @pytest.fixture
