@@ -40,9 +40,13 @@ demo: install
 test test-fast: export PYTHONDONTWRITEBYTECODE :=
 
 ## Install with test extras, type-check, then run the whole suite (needs PostgreSQL and Redis on 127.0.0.1).
+## Two runs: everything but the `slow` tests on 3 processes, then the `slow` ones (drills that start,
+## stop and kill processes, and time them) one at a time. Both always run; either failing fails.
 test: install-test
 	$(BIN)/mypy
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m 'not slow' -n 3; fast=$$?; \
+	$(BIN)/python -m pytest -m slow; slow=$$?; \
+	[ $$fast -eq 0 ] && [ $$slow -eq 0 ]
 
 ## The edit loop (meant to take a minute; docs/benchmarks.md has what it took). Left out, run by `make test`:
 ## the tests marked `slow` (drills and the tests that start gunicorn, workers or the demo), property

@@ -60,10 +60,10 @@ for _command in cli_operator.COMMANDS:
 @click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
 def serve(host: str, port: int) -> None:
     """Run the receiver with an in-process worker (development)."""
+    app = build_app_or_exit(role="serve")  # first: a bad configuration is refused before the imports
     from webhook_service.web.reporter import start_reporter
     from webhook_service.workers import EmbeddedWorker
 
-    app = build_app_or_exit(role="serve")
     worker = EmbeddedWorker(app)
     worker.start()
     start_reporter(app)
@@ -79,13 +79,13 @@ def serve(host: str, port: int) -> None:
 @click.option("--no-fork", is_flag=True, help="Run jobs in this process (SimpleWorker).")
 def worker(burst: bool, no_fork: bool) -> None:
     """Run an RQ worker (with RQ's scheduler, so retries fire) on REDIS_URL."""
+    app = build_app_or_exit(role="worker")  # first: a bad configuration is refused before the imports
     import redis
 
     from webhook_service.processing import recovery
     from webhook_service.web.services import get_services
     from webhook_service.workers import build_worker, stop_requested
 
-    app = build_app_or_exit(role="worker")
     services = get_services(app)
     recovery.recover(services.db, services.queue)  # pick up what an earlier crash or restart left behind
     rq_worker = build_worker(app, forking=not no_fork)
@@ -113,13 +113,13 @@ def scheduler() -> None:
 
     Several may run (a rolling deploy overlaps two): one leads, holding a lease in Redis, and the
     others stand by until it lapses."""
+    app = build_app_or_exit(role="scheduler")  # first: a bad configuration is refused before the imports
     from jobs import events as event_jobs
     from jobs import retention as retention_jobs
     from jobs import sweep as sweep_jobs
     from webhook_service.web.services import get_services
     from webhook_service.workers import AppCronScheduler
 
-    app = build_app_or_exit(role="scheduler")
     services = get_services(app)
     config = services.config
     hour, minute = config.sweep_time_utc.split(":")
@@ -185,11 +185,12 @@ _STATUSES = ["queued", "retrying", "processed", "ignored", "failed"]
 
 
 def _event_filter(statuses, types, since, until, object_id=None) -> EventFilter:
-    import handlers
     from webhook_service.processing.event_filter import EventFilter
 
     check_range(since, until)
     if types:
+        import handlers
+
         warn_unknown_types(types, handlers.HANDLED_TYPES)
     return EventFilter(
         statuses=tuple(statuses), types=tuple(types), since=since, until=until, object_id=object_id
@@ -243,13 +244,13 @@ def _by_status(by_status: dict[str, int]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
 def events_list(statuses, types, since, until, object_id, limit: int, as_json: bool) -> None:
     """List events, newest first, with totals by status."""
+    app = build_app_or_exit()  # first: a bad configuration is refused before the imports
     flt = _event_filter(statuses, types, since, until, object_id)
     import sqlalchemy as sa
 
     from webhook_service.core.models import StripeEvent
     from webhook_service.web.services import get_services
 
-    app = build_app_or_exit()
     stmt = flt.apply(sa.select(StripeEvent)).order_by(StripeEvent.received_at.desc(), StripeEvent.id.desc())
     with get_services(app).db.sessions() as session:
         rows = [_event_row(row) for row in session.scalars(stmt.limit(limit))]
@@ -283,10 +284,10 @@ def events_list(statuses, types, since, until, object_id, limit: int, as_json: b
 @click.option("--no-payload", is_flag=True, help="Leave out the raw payload.")
 def events_show(event_id: str, with_traceback: bool, no_payload: bool) -> None:
     """Show one event: status, attempts, last error and payload."""
+    app = build_app_or_exit()  # first: a bad configuration is refused before the imports
     from webhook_service.core.models import StripeEvent
     from webhook_service.web.services import get_services
 
-    app = build_app_or_exit()
     with get_services(app).db.sessions() as session:
         row = session.get(StripeEvent, event_id)
         if row is None:

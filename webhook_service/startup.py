@@ -121,14 +121,15 @@ def build_app_or_exit(
     :param http: register the endpoints; by default only processes that serve HTTP (`web`,
         `serve`) do. Workers, the scheduler and operator commands use the app's services only.
     """
-    from webhook_service.web.app import create_app
-    from webhook_service.web.services import get_services
-
     try:
         config = config or load_config(os.environ)
         check_role(config, role)
         if require_webhook_secret:
             require_secrets(config)
+        # Only now the app stack (a second of imports): a bad configuration is refused without it.
+        from webhook_service.web.app import create_app
+        from webhook_service.web.services import get_services
+
         app = create_app(config, http=role in ("web", "serve") if http is None else http)
         if check_db:
             check_database(
