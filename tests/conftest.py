@@ -15,6 +15,7 @@ import os
 import socket
 import subprocess
 import time
+import urllib.parse
 import uuid
 from pathlib import Path
 
@@ -27,8 +28,9 @@ from hypothesis import settings
 from webhook_service.core.config import Config
 from webhook_service.core.models import Base
 from webhook_service.core.signature import sign
+from webhook_service.processing.bounded import DatabaseTimeouts
 from webhook_service.processing.db import Database, upgrade
-from webhook_service.web.app import create_app, database_for
+from webhook_service.web.app import create_app, database_for, handler_settings
 from webhook_service.web.services import get_services
 
 SECRET = "whsec_test_primary_0123456789abcdef"
@@ -113,12 +115,22 @@ def database_url(request):
     return request.getfixturevalue(f"{request.param}_database_url")
 
 
+def _own_database(url: str) -> str:
+    """TEST_REDIS_URL for this xdist process: each its own database number (the given one plus
+    the process's), since every test flushes its database and job ids are event ids."""
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    parts = urllib.parse.urlsplit(url)
+    number = int(redis.connection.parse_url(url).get("db", 0)) + worker
+    return urllib.parse.urlunsplit(parts._replace(path=f"/{number}"))
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory):
     """The run's own Redis (or TEST_REDIS_URL's)."""
     if REDIS_URL:
-        _require("Redis at " + REDIS_URL, lambda: redis.Redis.from_url(REDIS_URL, socket_timeout=3).ping())
-        yield REDIS_URL
+        url = _own_database(REDIS_URL)
+        _require("Redis at " + url, lambda: redis.Redis.from_url(url, socket_timeout=3).ping())
+        yield url
         return
     server = RedisServer(tmp_path_factory.mktemp("redis"))
     _require("redis-server (the machine's binary)", server.start)
@@ -178,23 +190,37 @@ def config_overrides():
     return {}
 
 
-#: One Database (engine and sessions) per configuration for the whole run, as a real process has
-#: one: SQLAlchemy compiles each statement once per engine, and a new engine per test compiled
-#: every statement of every test again.
-_DATABASES: dict[Config, Database] = {}
+#: One Database (engine and sessions) per database settings for the whole run, as a real process
+#: has one: SQLAlchemy compiles each statement once per engine, and a new engine per test compiled
+#: every statement of every test again. Keyed on what `database_for` reads, so configurations that
+#: differ elsewhere (a fake Stripe's port, retry intervals) share it.
+_DATABASES: dict[tuple, Database] = {}
+#: Idle connections a shared engine keeps for the next test; more are closed (3 xdist processes,
+#: several engines each, stay well under PostgreSQL's max_connections of 100).
+_KEEP_IDLE = 2
 
 
 def _database_of(config: Config) -> Database:
-    if config not in _DATABASES:
-        _DATABASES[config] = database_for(config)
-    return _DATABASES[config]
+    key = (config.database_url, handler_settings(config), DatabaseTimeouts.from_config(config))
+    if key not in _DATABASES:
+        _DATABASES[key] = database_for(config)
+    return _DATABASES[key]
 
 
 def _release(application) -> None:
     """After a test: its pooled connections serve the next test (a new PostgreSQL connection costs
-    the server a process and its catalog caches), unless the test left one checked out."""
+    the server a process and its catalog caches), unless the test left one checked out or the pool
+    holds more than `_KEEP_IDLE`."""
     engine = get_services(application).db.engine
-    if engine.pool.checkedout():
+    if engine.pool.checkedout() or engine.pool.checkedin() > _KEEP_IDLE:
+        engine.dispose()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_shared_engines():
+    """Close the shared engines' connections when the run ends."""
+    yield
+    for engine in [database.engine for database in _DATABASES.values()] + list(_CLEANERS.values()):
         engine.dispose()
 
 

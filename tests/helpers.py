@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import sentry_sdk
 import sqlalchemy as sa
 
@@ -28,15 +30,23 @@ def run_worker(app, *, forking: bool = False) -> None:
     build_worker(app, forking=forking).work(burst=True, with_scheduler=True, logging_level="WARNING")
 
 
+#: What the shell may carry that would change the configuration under test (or, SENTRY_DSN, leave
+#: a Sentry client on in this process): removed for `invoke_cli`, as `run_cli` leaves them out.
+_CLI_ENV_PREFIXES = ("STRIPE_", "DATABASE_", "REDIS_", "PORTAL_", "SENTRY_", "WEBHOOK_SERVICE_")
+
+
 def invoke_cli(*args: str, env: dict[str, str] | None = None):
     """Run `webhook-service ARGS` in this process (click's runner): its exit code, stdout and
-    stderr, without the second of CPU a new interpreter spends importing the stack.
+    stderr, without the second of CPU a new interpreter spends importing the stack. The
+    environment is this process's without the service's variables, plus `env`.
     tests/test_cli.py runs the console script as a real process."""
     from click.testing import CliRunner
 
     from webhook_service.cli import cli
 
-    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+    scrubbed: dict[str, str | None] = {k: None for k in os.environ if k.startswith(_CLI_ENV_PREFIXES)}
+    scrubbed["LOG_LEVEL"] = "WARNING"
+    return CliRunner().invoke(cli, list(args), env={**scrubbed, **(env or {})}, catch_exceptions=False)
 
 
 def disable_sentry() -> None:

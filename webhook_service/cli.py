@@ -244,7 +244,8 @@ def _by_status(by_status: dict[str, int]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
 def events_list(statuses, types, since, until, object_id, limit: int, as_json: bool) -> None:
     """List events, newest first, with totals by status."""
-    app = build_app_or_exit()  # first: a bad configuration is refused before the imports
+    check_range(since, until)  # a usage error first, then the configuration, before the imports
+    app = build_app_or_exit()
     flt = _event_filter(statuses, types, since, until, object_id)
     import sqlalchemy as sa
 

@@ -24,19 +24,26 @@ MAX_BODY_BYTES = 1024 * 1024
 logger = logging.getLogger(__name__)
 
 
-def database_for(config: Config) -> Database:
-    """The app's database: its engine, bounded by the configured timeouts, and sessions that carry
-    the handlers' settings.
-
-    :raises ConfigError: DATABASE_URL is malformed.
-    """
-    handler_settings = HandlerSettings(
+def handler_settings(config: Config) -> HandlerSettings:
+    """What the handlers read from the configuration (carried by every session's `info`)."""
+    return HandlerSettings(
         entity_type_key=config.entity_type_metadata_key,
         entity_id_key=config.entity_id_metadata_key,
         metered_price_ids=frozenset(config.metered_price_ids),
     )
+
+
+def database_for(config: Config) -> Database:
+    """The app's database: its engine, bounded by the configured timeouts, and sessions that carry
+    the handlers' settings. It depends on the configuration through exactly these three:
+    `database_url`, `handler_settings(config)` and `DatabaseTimeouts.from_config(config)`.
+
+    :raises ConfigError: DATABASE_URL is malformed.
+    """
     return create_database(
-        config.database_url, {"handler_settings": handler_settings}, DatabaseTimeouts.from_config(config)
+        config.database_url,
+        {"handler_settings": handler_settings(config)},
+        DatabaseTimeouts.from_config(config),
     )
 
 
