@@ -28,9 +28,8 @@ from hypothesis import settings
 from webhook_service.core.config import Config
 from webhook_service.core.models import Base
 from webhook_service.core.signature import sign
-from webhook_service.processing.bounded import DatabaseTimeouts
 from webhook_service.processing.db import Database, upgrade
-from webhook_service.web.app import create_app, database_for, handler_settings
+from webhook_service.web.app import create_app, database_for, database_settings
 from webhook_service.web.services import get_services
 
 SECRET = "whsec_test_primary_0123456789abcdef"
@@ -192,7 +191,7 @@ def config_overrides():
 
 #: One Database (engine and sessions) per database settings for the whole run, as a real process
 #: has one: SQLAlchemy compiles each statement once per engine, and a new engine per test compiled
-#: every statement of every test again. Keyed on what `database_for` reads, so configurations that
+#: every statement of every test again. Keyed on `database_settings`, so configurations that
 #: differ elsewhere (a fake Stripe's port, retry intervals) share it.
 _DATABASES: dict[tuple, Database] = {}
 #: Idle connections a shared engine keeps for the next test; more are closed (3 xdist processes,
@@ -201,7 +200,7 @@ _KEEP_IDLE = 2
 
 
 def _database_of(config: Config) -> Database:
-    key = (config.database_url, handler_settings(config), DatabaseTimeouts.from_config(config))
+    key = database_settings(config)
     if key not in _DATABASES:
         _DATABASES[key] = database_for(config)
     return _DATABASES[key]

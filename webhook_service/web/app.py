@@ -33,18 +33,19 @@ def handler_settings(config: Config) -> HandlerSettings:
     )
 
 
+def database_settings(config: Config) -> tuple[str, HandlerSettings, DatabaseTimeouts]:
+    """All that the app's database depends on in the configuration (equal settings, equal databases)."""
+    return config.database_url, handler_settings(config), DatabaseTimeouts.from_config(config)
+
+
 def database_for(config: Config) -> Database:
     """The app's database: its engine, bounded by the configured timeouts, and sessions that carry
-    the handlers' settings. It depends on the configuration through exactly these three:
-    `database_url`, `handler_settings(config)` and `DatabaseTimeouts.from_config(config)`.
+    the handlers' settings.
 
     :raises ConfigError: DATABASE_URL is malformed.
     """
-    return create_database(
-        config.database_url,
-        {"handler_settings": handler_settings(config)},
-        DatabaseTimeouts.from_config(config),
-    )
+    url, settings, timeouts = database_settings(config)
+    return create_database(url, {"handler_settings": settings}, timeouts)
 
 
 def create_app(config: Config | None = None, *, http: bool = True, database: Database | None = None) -> Flask:
