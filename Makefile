@@ -49,11 +49,12 @@ test: install-test
 	[ $$fast -eq 0 ] && [ $$slow -eq 0 ]
 
 ## The edit loop (meant to take a minute; docs/benchmarks.md has what it took). Left out, run by `make test`:
-## the tests marked `slow` (drills and the tests that start gunicorn, workers or the demo), property
-## tests beyond 5 examples, and SQLite and PgBouncer (database tests run on PostgreSQL only).
+## the tests marked `slow` (drills and the tests that start gunicorn, workers or the demo) or `process`
+## (the console script's start-up refusals and `db upgrade` as processes: about a second of CPU each),
+## property tests beyond 5 examples, and SQLite and PgBouncer (database tests run on PostgreSQL only).
 ## 3 processes on 2 cores: many tests wait on sleeps, PostgreSQL and threads, so a third fills the idle time.
 test-fast: install-test
-	HYPOTHESIS_PROFILE=fast TEST_BACKENDS=postgresql $(BIN)/python -m pytest -m 'not slow' -q -n 3
+	HYPOTHESIS_PROFILE=fast TEST_BACKENDS=postgresql $(BIN)/python -m pytest -m 'not slow and not process' -q -n 3
 
 typecheck: install-test
 	$(BIN)/mypy

@@ -49,6 +49,7 @@ def test_migrations_match_the_models(database_url):
     engine.dispose()
 
 
+@pytest.mark.process
 def test_db_upgrade_creates_the_schema_on_a_fresh_sqlite_file(tmp_path):
     result = run_cli("db", "upgrade", env={"DATABASE_URL": f"sqlite:///{tmp_path / 'fresh.db'}"})
     assert result.returncode == 0, result.stderr
@@ -59,6 +60,7 @@ def test_db_upgrade_creates_the_schema_on_a_fresh_sqlite_file(tmp_path):
     )
 
 
+@pytest.mark.process
 def test_malformed_secret_fails_fast_with_one_line(tmp_path):
     result = run_cli("events", "list", env={"STRIPE_WEBHOOK_SECRETS": "sk_live_oops"}, cwd=tmp_path)
     assert result.returncode == 2
@@ -66,6 +68,7 @@ def test_malformed_secret_fails_fast_with_one_line(tmp_path):
     assert "STRIPE_WEBHOOK_SECRETS" in line and "sk_live_oops" not in result.stderr
 
 
+@pytest.mark.process
 def test_unreachable_database_fails_fast_with_one_line(tmp_path):
     env = {
         "DATABASE_URL": "postgresql://root@127.0.0.1:1/nope?connect_timeout=1",
@@ -77,16 +80,19 @@ def test_unreachable_database_fails_fast_with_one_line(tmp_path):
     assert "cannot connect to DATABASE_URL" in line and "Connection refused" in line
 
 
+@pytest.mark.process
 def test_serve_refuses_to_start_without_a_secret(tmp_path):
     result = run_cli("serve", cwd=tmp_path)
     assert result.returncode == 2 and "STRIPE_WEBHOOK_SECRETS is not set" in result.stderr
 
 
+@pytest.mark.process
 def test_worker_refuses_to_start_without_redis(tmp_path):
     result = run_cli("worker", "--burst", cwd=tmp_path)
     assert result.returncode == 2 and "REDIS_URL is not set" in result.stderr
 
 
+@pytest.mark.process
 def test_unmigrated_production_database_is_refused(postgresql_database_url, tmp_path):
     url = sa.engine.make_url(postgresql_database_url)
     import psycopg
@@ -142,6 +148,7 @@ def test_demo_runs_on_embedded_defaults_and_prints_the_mirror(tmp_path):
     assert again.returncode == 0 and "(63 recognised as duplicates)" in again.stdout
 
 
+@pytest.mark.process
 def test_upgrade_is_idempotent(tmp_path):
     url = f"sqlite:///{tmp_path / 'twice.db'}"
     upgrade(url)

@@ -174,6 +174,7 @@ _SLOW_WORKER = textwrap.dedent(
 )
 
 
+@pytest.mark.process
 def test_worker_killed_mid_job_loses_nothing_and_processes_once(
     app, stripe, services, fixture_events, database_url, redis_url, tmp_path
 ):

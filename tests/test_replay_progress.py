@@ -73,6 +73,7 @@ def test_follow_prints_lines_with_a_rate_off_a_terminal(capsys):
     assert "replaying: 3/3 (" in capsys.readouterr().out
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("config_overrides", [{"retry_intervals": ()}])
 def test_replay_on_a_terminal_shows_the_bar(app, client, fixture_events, database_url, config_overrides):
     # GIVEN failed events (the log says failed, as a bad deploy leaves them)

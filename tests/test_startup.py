@@ -162,6 +162,7 @@ def test_start_up_schema_check_agrees_with_alembic(database_url, unmigrated_data
             engine.dispose()
 
 
+@pytest.mark.process
 def test_a_worker_starts_without_loading_alembic_or_the_http_endpoints(postgresql_database_url, redis_url):
     """Alembic (with Mako and Pygments) is for `db upgrade`, and the API (flask-smorest, apispec) for
     the web tier: a worker reads the schema revision without the one and needs none of the other."""
