@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 
 import handlers
 from handlers import past_due
@@ -66,21 +67,14 @@ def lock_related_rows(session: Session, events: Sequence[dict]) -> None:
             wanted[table] |= ids
     invoice_ids, customer_ids, note_ids = wanted["invoices"], wanted["customers"], wanted["credit_notes"]
     now = utcnow()
-    dialect = session.get_bind().dialect.name
     # The identity map holds unchanged rows weakly; keep them alive until the session closes.
     held: list = session.info.setdefault("locked_rows", [])
     if customer_ids:
         stubs = [{"id": i, "version_key": "", "livemode": False, "credit_balance": 0,
                   "entity_type": "organization", "created_at": now, "updated_at": now}
                  for i in sorted(customer_ids)]  # fmt: skip
-        session.execute(dialect_insert(dialect, Customer).on_conflict_do_nothing(), stubs)  # executemany
-        held += session.scalars(
-            sa.select(Customer)
-            .where(Customer.id.in_(sorted(customer_ids)))
-            .order_by(Customer.id)
-            .options(selectinload(Customer.ledger), selectinload(Customer.balances))
-            .with_for_update(of=Customer)
-        ).all()
+        created = _insert_missing(session, Customer, stubs)
+        held += _lock(session, Customer, customer_ids, created, (Customer.ledger, Customer.balances))
     if notifying:
         past_due.load_preferences(session, customer_ids)
     if invoice_ids:
@@ -91,14 +85,8 @@ def lock_related_rows(session: Session, events: Sequence[dict]) -> None:
              "updated_at": now}
             for i in sorted(invoice_ids)
         ]  # fmt: skip
-        session.execute(dialect_insert(dialect, Invoice).on_conflict_do_nothing(), stubs)  # executemany
-        held += session.scalars(
-            sa.select(Invoice)
-            .where(Invoice.id.in_(sorted(invoice_ids)))
-            .order_by(Invoice.id)
-            .options(selectinload(Invoice.lines), selectinload(Invoice.status_history))
-            .with_for_update(of=Invoice)
-        ).all()
+        created = _insert_missing(session, Invoice, stubs)
+        held += _lock(session, Invoice, invoice_ids, created, (Invoice.lines, Invoice.status_history))
     if note_ids:
         held += session.scalars(
             sa.select(CreditNote)
@@ -106,3 +94,40 @@ def lock_related_rows(session: Session, events: Sequence[dict]) -> None:
             .order_by(CreditNote.id)
             .with_for_update()
         ).all()
+
+
+def _insert_missing(session: Session, model, stubs: list[dict]) -> set[str]:
+    """Insert the stubs whose rows do not exist yet (one executemany); the ids it created.
+
+    A row another transaction is inserting makes this wait for it, then skips it: only rows this
+    transaction created come back.
+    """
+    dialect = session.get_bind().dialect.name
+    insert = dialect_insert(dialect, model).on_conflict_do_nothing().returning(model.id)
+    return set(session.scalars(insert, stubs))
+
+
+def _lock(session: Session, model, ids: set[str], created: set[str], collections: tuple) -> list:
+    """Load and lock the rows, with their collections, each query in id order.
+
+    A row this transaction just created has no children yet (the foreign keys see to it), and its
+    insert already locked it: it is loaded with its collections set empty instead of read, so a
+    batch of new invoices skips the post-loads.
+    """
+    existing = sorted(ids - created)
+    rows: list = []
+    if existing:
+        rows += session.scalars(
+            sa.select(model)
+            .where(model.id.in_(existing))
+            .order_by(model.id)
+            .options(*(selectinload(collection) for collection in collections))
+            .with_for_update(of=model)
+        ).all()
+    if created:
+        fresh = session.scalars(sa.select(model).where(model.id.in_(sorted(created))).order_by(model.id)).all()
+        for row in fresh:
+            for collection in collections:
+                set_committed_value(row, collection.key, [])
+        rows += fresh
+    return rows
