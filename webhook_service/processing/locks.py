@@ -125,7 +125,8 @@ def _lock(session: Session, model, ids: set[str], created: set[str], collections
             .with_for_update(of=model)
         ).all()
     if created:
-        fresh = session.scalars(sa.select(model).where(model.id.in_(sorted(created))).order_by(model.id)).all()
+        new = sa.select(model).where(model.id.in_(sorted(created))).order_by(model.id)
+        fresh = session.scalars(new).all()
         for row in fresh:
             for collection in collections:
                 set_committed_value(row, collection.key, [])
