@@ -23,13 +23,18 @@ import psycopg
 import pytest
 import redis
 import sqlalchemy as sa
+from flask import Flask
 from hypothesis import settings
 
 from webhook_service.core.config import Config
+from webhook_service.core.logging_setup import configure_logging
 from webhook_service.core.models import Base
 from webhook_service.core.signature import sign
 from webhook_service.processing.db import Database, upgrade
-from webhook_service.web.app import create_app, database_for, database_settings
+from webhook_service.web import rejections
+from webhook_service.web import services as services_module
+from webhook_service.web.app import build_services, create_app, database_for, database_settings
+from webhook_service.web.observability import init_sentry
 from webhook_service.web.services import get_services
 
 SECRET = "whsec_test_primary_0123456789abcdef"
@@ -235,13 +240,40 @@ def _needs_http(request) -> bool:
     return False
 
 
+#: One full app per configuration for each test process, as a real process has one: building
+#: the endpoints costs 20-45 ms (werkzeug compiles every rule, flask-smorest builds the OpenAPI
+#: document), and 200 tests build one. What a test can change is built again for every test (the
+#: services: queue, intake, Stripe access, the rejection tally) or put back (the Flask config,
+#: the extensions, logging and Sentry as `create_app` sets them up).
+_APPS: dict[tuple[Config, bool], tuple[Flask, dict, dict]] = {}
+
+
+def _app_of(config: Config, http: bool) -> Flask:
+    database = _database_of(config)
+    if (config, http) not in _APPS:
+        application = create_app(config, http=http, database=database)
+        _APPS[config, http] = (application, dict(application.config), dict(application.extensions))
+        return application
+    application, settings, extensions = _APPS[config, http]
+    configure_logging(config.log_level)
+    init_sentry(config)
+    application.config.clear()
+    application.config.update(settings)
+    application.extensions.clear()
+    application.extensions.update(extensions)
+    services_module.init_app(application, build_services(config, database))
+    if http:  # a new tally (its hook is registered already)
+        application.extensions[rejections.EXTENSION_KEY] = rejections.RejectionTally()
+    return application
+
+
 @pytest.fixture
 def app(request, database_url, redis_url, config_overrides):
     _clean(database_url)
     connection = redis.Redis.from_url(redis_url)
     connection.flushdb()
     config = make_config(database_url, redis_url, **config_overrides)
-    application = create_app(config, http=_needs_http(request), database=_database_of(config))
+    application = _app_of(config, _needs_http(request))
     yield application
     _release(application)
     connection.flushdb()
@@ -254,7 +286,7 @@ def pg_app(postgresql_database_url, redis_url):
     _clean(postgresql_database_url)
     redis.Redis.from_url(redis_url).flushdb()
     config = make_config(postgresql_database_url, redis_url)
-    application = create_app(config, database=_database_of(config))
+    application = _app_of(config, True)
     yield application
     _release(application)
 

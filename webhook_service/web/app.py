@@ -48,6 +48,18 @@ def database_for(config: Config) -> Database:
     return create_database(url, {"handler_settings": settings}, timeouts)
 
 
+def build_services(config: Config, database: Database) -> services.Services:
+    """The app's clients on `database`: a queue, the receiver's intake and Stripe access."""
+    queue = create_queue(config.redis_url, config.queue_name, config.retry_intervals)
+    return services.Services(
+        config=config,
+        db=database,
+        queue=queue,
+        intake=Intake(database.engine, queue, max_inside=config.web_threads - 1),
+        fetching=build_fetching(config, queue.connection),
+    )
+
+
 def create_app(config: Config | None = None, *, http: bool = True, database: Database | None = None) -> Flask:
     """Build the Flask app with its database, queue and blueprints.
 
@@ -64,18 +76,7 @@ def create_app(config: Config | None = None, *, http: bool = True, database: Dat
     init_sentry(config)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    database = database or database_for(config)
-    queue = create_queue(config.redis_url, config.queue_name, config.retry_intervals)
-    services.init_app(
-        app,
-        services.Services(
-            config=config,
-            db=database,
-            queue=queue,
-            intake=Intake(database.engine, queue, max_inside=config.web_threads - 1),
-            fetching=build_fetching(config, queue.connection),
-        ),
-    )
+    services.init_app(app, build_services(config, database or database_for(config)))
     if http:
         from webhook_service.web import api, console, error_handlers, health, metrics, receiver, rejections
 
