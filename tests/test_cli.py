@@ -148,7 +148,6 @@ def test_demo_runs_on_embedded_defaults_and_prints_the_mirror(tmp_path):
     assert again.returncode == 0 and "(63 recognised as duplicates)" in again.stdout
 
 
-@pytest.mark.process
 def test_upgrade_is_idempotent(tmp_path):
     url = f"sqlite:///{tmp_path / 'twice.db'}"
     upgrade(url)

@@ -108,27 +108,20 @@ def _insert_missing(session: Session, model, stubs: list[dict]) -> set[str]:
 
 
 def _lock(session: Session, model, ids: set[str], created: set[str], collections: tuple) -> list:
-    """Load and lock the rows, with their collections, each query in id order.
+    """Load and lock the rows, with their collections, in id order.
 
-    A row this transaction just created has no children yet (the foreign keys see to it), and its
-    insert already locked it: it is loaded with its collections set empty instead of read, so a
-    batch of new invoices skips the post-loads.
+    When every row was just created by this transaction (a backlog of new invoices), there are
+    no children to read (the foreign keys see to it) and its insert already locked them: they are
+    loaded with their collections set empty, one statement instead of three. Otherwise the rows
+    are read with their collections' post-loads, as they always were.
     """
-    existing = sorted(ids - created)
-    rows: list = []
-    if existing:
-        rows += session.scalars(
-            sa.select(model)
-            .where(model.id.in_(existing))
-            .order_by(model.id)
-            .options(*(selectinload(collection) for collection in collections))
-            .with_for_update(of=model)
-        ).all()
-    if created:
-        new = sa.select(model).where(model.id.in_(sorted(created))).order_by(model.id)
-        fresh = session.scalars(new).all()
-        for row in fresh:
-            for collection in collections:
+    query = sa.select(model).where(model.id.in_(sorted(ids))).order_by(model.id).with_for_update(of=model)
+    if ids - created:
+        return list(session.scalars(query.options(*(selectinload(c) for c in collections))).all())
+    rows = list(session.scalars(query).all())
+    for row in rows:
+        unloaded = sa.inspect(row).unloaded
+        for collection in collections:
+            if collection.key in unloaded:
                 set_committed_value(row, collection.key, [])
-        rows += fresh
     return rows
