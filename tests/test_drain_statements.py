@@ -13,7 +13,8 @@ import pytest
 import sqlalchemy as sa
 from builder import NEW_API, Customer, Ids, InvoiceLifecycle, Line
 
-from tests.helpers import invoices_by_number
+import handlers
+from tests.helpers import event_rows, invoices_by_number
 from webhook_service.core.models import Notification, StripeEvent
 from webhook_service.processing import drain, eventlog
 from webhook_service.processing.envelope import parse_envelope
@@ -83,3 +84,38 @@ def test_a_batch_costs_the_same_statements_for_6_or_30_invoices(pg_app, invoices
         ).all()
         assert len(notified) == 2 * ((invoices + 2) // 3 + 1)  # admins and customer, per failed payment
         assert session.scalar(sa.select(sa.func.count()).where(StripeEvent.status != "processed")) == 0
+
+
+def test_a_failing_type_is_tried_alone_and_the_rest_of_the_batch_commits_together(pg_app, monkeypatch):
+    """A bad deploy breaks one event type: a backlog must not fall back to a transaction per event."""
+    services = get_services(pg_app)
+    # GIVEN a backlog of 12 lifecycles (40 events) and a handler that fails for one type
+    events = _backlog(12, "broken")
+    broken = sorted(e["id"] for e in events if e["type"] == "invoice.payment_failed")
+
+    def failing(event, session):
+        raise RuntimeError("handler bug")
+
+    monkeypatch.setitem(handlers.EVENT_HANDLERS, "invoice.payment_failed", failing)
+    bodies = [orjson.dumps(event) for event in events]
+    eventlog.record_events(services.db.engine, [(parse_envelope(body), body) for body in bodies])
+    commits: list[object] = []
+
+    def count(conn):
+        commits.append(conn)
+
+    # WHEN one drain takes the whole backlog as one batch
+    sa.event.listen(services.db.engine, "commit", count)
+    try:
+        result = drain.drain(services.db, services.queue, batch_size=500)
+    finally:
+        sa.event.remove(services.db.engine, "commit", count)
+    # THEN only the failing type went one by one, each retrying with its reason
+    rows = event_rows(pg_app)
+    assert len(broken) == 4 and sorted(result.failed) == broken
+    assert {rows[i].status for i in broken} == {"retrying"}
+    assert all("handler bug" in (rows[i].last_error or "") for i in broken)
+    # AND every other event was processed, together: a transaction per event would be 40 commits
+    assert {row.status for i, row in rows.items() if i not in broken} == {"processed"}
+    assert result.processed == len(events) - len(broken)
+    assert len(commits) <= 3 * len(broken) + 2, len(commits)
