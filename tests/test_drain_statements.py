@@ -118,4 +118,29 @@ def test_a_failing_type_is_tried_alone_and_the_rest_of_the_batch_commits_togethe
     # AND every other event was processed, together: a transaction per event would be 40 commits
     assert {row.status for i, row in rows.items() if i not in broken} == {"processed"}
     assert result.processed == len(events) - len(broken)
+    assert result.batches == 2  # the failed batch, then the rest together
     assert len(commits) <= 3 * len(broken) + 2, len(commits)
+
+
+def test_batches_failing_in_a_row_fall_back_to_one_by_one_and_lose_nothing(pg_app, monkeypatch):
+    """Four broken types: three failed batches set one type aside each, the fourth goes one by one."""
+    services = get_services(pg_app)
+    events = _backlog(6, "four")
+    kinds = sorted({e["type"] for e in events})
+    working = "invoice.payment_succeeded"
+    assert working in kinds and len(kinds) == 5
+
+    def failing(event, session):
+        raise RuntimeError("handler bug")
+
+    for kind in kinds:
+        if kind != working:
+            monkeypatch.setitem(handlers.EVENT_HANDLERS, kind, failing)
+    bodies = [orjson.dumps(event) for event in events]
+    eventlog.record_events(services.db.engine, [(parse_envelope(body), body) for body in bodies])
+    result = drain.drain(services.db, services.queue, batch_size=500)
+    rows = event_rows(pg_app)
+    broken = sorted(e["id"] for e in events if e["type"] != working)
+    assert result.batches == 4 and sorted(result.failed) == broken
+    assert {rows[i].status for i in broken} == {"retrying"}
+    assert {rows[e["id"]].status for e in events if e["type"] == working} == {"processed"}

@@ -74,8 +74,10 @@ def drain(
             break
         result.batches += 1
         ok_ids, failed_ids, deferred = claimed
-        if failed_ids:  # a failed batch, whether it set a type aside or fell back whole
+        if failed_ids:  # failed batches in a row: one that commits starts the count again
             failed_batches += 1
+        elif ok_ids:
+            failed_batches = 0
         result.processed += len(ok_ids)
         for event_id, decision in deferred:
             schedule(queue, event_id, delay=decision.delay or 0, retries_left=decision.retries_left)
@@ -91,9 +93,10 @@ def drain(
 #: What `_drain_batch` returns when processing is paused.
 _PAUSED = "paused"
 
-#: How many times one drain sets a failing type aside before it falls back to one by one for
-#: whole batches: each retry of the rest costs a batch, and a failure that surfaces while another
-#: event is being handled (an autoflush) can name the wrong type.
+#: How many failed batches in a row set a failing type aside before a drain falls back to one by
+#: one for the whole batch: each retry of the rest costs a batch (and, with STRIPE_API_KEY set,
+#: its fetches again), and a failure that is not the type's own (an autoflush of another event's
+#: writes, a statement timeout, a deadlock) names whichever type was being handled.
 MAX_SET_ASIDE = 3
 
 
@@ -116,6 +119,7 @@ def _drain_batch(
     started = time.perf_counter()
     ids: list[str] = []
     failing: dict | None = None
+    kinds: dict[str, str] = {}
     deferred: list[tuple[str, RetryDecision]] = []
     refused: list[tuple[StripeEvent, str]] = []
     with db.sessions() as session:
@@ -148,6 +152,7 @@ def _drain_batch(
                     ids = [row.id for row in rows]
                 events = [event for _, event in parsed]
                 locks.lock_related_rows(session, events)
+                kinds = {row.id: row.type for row in rows}  # plain values: a rollback expires rows
                 for event in events:
                     failing = event
                     handlers.handle(event, session)
@@ -161,8 +166,7 @@ def _drain_batch(
                 # The events stay queued; recovery enqueues a drain once it answers again.
                 raise
             kind = failing.get("type") if failing is not None and may_set_aside else None
-            types = {event.get("id"): event.get("type") for event in events} if kind is not None else {}
-            alike = [i for i in ids if types.get(i) == kind] or ids
+            alike = [i for i in ids if kind is not None and kinds.get(i) == kind] or ids
             logger.warning(
                 "batch of %d failed (%s); processing %s one by one",
                 len(ids),
