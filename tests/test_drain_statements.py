@@ -39,9 +39,18 @@ def _backlog(invoices: int, tag: str) -> list[dict]:
     return events
 
 
-def _statements_of_one_drain(services, events: list[dict]) -> list[str]:
+def _record(services, events: list[dict]) -> None:
+    """Log the events as the receiver would, queued for a drain."""
     bodies = [orjson.dumps(event) for event in events]
     eventlog.record_events(services.db.engine, [(parse_envelope(body), body) for body in bodies])
+
+
+def _failing(event, session):
+    raise RuntimeError("handler bug")
+
+
+def _statements_of_one_drain(services, events: list[dict]) -> list[str]:
+    _record(services, events)
     statements: list[str] = []
 
     def capture(conn, cursor, statement, parameters, context, executemany):
@@ -93,12 +102,8 @@ def test_a_failing_type_is_tried_alone_and_the_rest_of_the_batch_commits_togethe
     events = _backlog(12, "broken")
     broken = sorted(e["id"] for e in events if e["type"] == "invoice.payment_failed")
 
-    def failing(event, session):
-        raise RuntimeError("handler bug")
-
-    monkeypatch.setitem(handlers.EVENT_HANDLERS, "invoice.payment_failed", failing)
-    bodies = [orjson.dumps(event) for event in events]
-    eventlog.record_events(services.db.engine, [(parse_envelope(body), body) for body in bodies])
+    monkeypatch.setitem(handlers.EVENT_HANDLERS, "invoice.payment_failed", _failing)
+    _record(services, events)
     commits: list[object] = []
 
     def count(conn):
@@ -130,14 +135,10 @@ def test_batches_failing_in_a_row_fall_back_to_one_by_one_and_lose_nothing(pg_ap
     working = "invoice.payment_succeeded"
     assert working in kinds and len(kinds) == 5
 
-    def failing(event, session):
-        raise RuntimeError("handler bug")
-
     for kind in kinds:
         if kind != working:
-            monkeypatch.setitem(handlers.EVENT_HANDLERS, kind, failing)
-    bodies = [orjson.dumps(event) for event in events]
-    eventlog.record_events(services.db.engine, [(parse_envelope(body), body) for body in bodies])
+            monkeypatch.setitem(handlers.EVENT_HANDLERS, kind, _failing)
+    _record(services, events)
     result = drain.drain(services.db, services.queue, batch_size=500)
     rows = event_rows(pg_app)
     broken = sorted(e["id"] for e in events if e["type"] != working)

@@ -97,7 +97,10 @@ def lock_related_rows(session: Session, events: Sequence[dict]) -> None:
 
 
 def _insert_missing(session: Session, model, stubs: list[dict]) -> set[str]:
-    """Insert the stubs whose rows do not exist yet (one executemany); the ids it created.
+    """Insert the stubs whose rows do not exist yet; the ids it created.
+
+    With RETURNING, SQLAlchemy sends the rows as multi-row VALUES (its insertmanyvalues), one
+    statement per thousand rows, compiled once.
 
     A row another transaction is inserting makes this wait for it, then skips it: only rows this
     transaction created come back.
