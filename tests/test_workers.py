@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+
+import pytest
 from rq import SimpleWorker, Worker
 from rq.worker import BaseWorker
 
@@ -36,3 +44,43 @@ def test_rqs_stop_flag_still_exists(app):
     assert "_stop_requested" in vars(worker) and stop_requested(worker) is False
     worker._stop_requested = True
     assert stop_requested(worker) is True
+
+
+def test_rqs_shutdown_date_still_exists(app):
+    """RQ notes every warm stop, idle ones too, in this attribute (its stop flag is set mid-job only)."""
+    from webhook_service.workers import stop_requested
+
+    worker = build_worker(app, forking=False)
+    assert "_shutdown_requested_date" in vars(worker) and stop_requested(worker) is False
+    worker._shutdown_requested_date = datetime.now(UTC)
+    assert stop_requested(worker) is True
+
+
+@pytest.mark.process
+@pytest.mark.parametrize("fork", [True, False], ids=["forking", "no-fork"])
+def test_an_idle_worker_exits_on_sigterm(postgresql_database_url, redis_url, tmp_path, fork):
+    """SIGTERM to a worker waiting for jobs ends it at once, with 0 (not a restart of RQ's loop)."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "DATABASE_", "REDIS_"))},
+        "DATABASE_URL": postgresql_database_url,
+        "REDIS_URL": redis_url,
+    }
+    argv = [sys.executable, "-m", "webhook_service.cli", "worker", *([] if fork else ["--no-fork"])]
+    proc = subprocess.Popen(argv, env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:  # its ready line: checks passed, RQ's loop about to start
+            if '"worker ready"' in line:
+                break
+        time.sleep(1.0)  # into RQ's wait for a job
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=15)
+        rest = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+    assert code == 0, rest
+    assert "starting again" not in rest and "warm shut down requested" in rest, rest

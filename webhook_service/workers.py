@@ -96,9 +96,13 @@ class _DatabaseHeartbeat:
 
 def stop_requested(worker: BaseWorker) -> bool:
     """Whether a worker whose `work()` returned was told to stop (SIGTERM/SIGINT, a stop command)
-    rather than having quit on an error. RQ keeps this in a private flag; without it the worker
-    command could not tell a shutdown from a crash (tests/test_workers.py pins the name)."""
-    return bool(getattr(worker, "_stop_requested", False))
+    rather than having quit on an error; without it the worker command could not tell a shutdown
+    from a crash. RQ keeps this privately, in two places: `_stop_requested` only for a stop that
+    came mid-job, and `_shutdown_requested_date` for every warm stop. Reading the first alone took
+    an idle worker's SIGTERM for an error: the command started RQ's loop again and ran on until
+    the platform's SIGKILL (tests/test_workers.py pins both names)."""
+    mid_job = getattr(worker, "_stop_requested", False)
+    return bool(mid_job or getattr(worker, "_shutdown_requested_date", None))
 
 
 class AppWorker(_DatabaseHeartbeat, Worker):
