@@ -51,7 +51,7 @@ test: install-test
 ## The edit loop (meant to take a minute; docs/benchmarks.md has what it took). Left out, run by `make test`:
 ## the tests marked `slow` (drills and the tests that start gunicorn, workers or the demo) or `process`
 ## (the console script's start-up refusals, `db upgrade` and a terminal replay, a worker killed
-## mid-job: each starts the console script or a worker as a process, about a second of CPU),
+## mid-job, an idle one stopped by SIGTERM: each starts the console script or a worker as a process),
 ## property tests beyond 5 examples, and SQLite and PgBouncer (database tests run on PostgreSQL only).
 ## 3 processes on 2 cores: many tests wait on sleeps, PostgreSQL and threads, so a third fills the idle time.
 test-fast: install-test
