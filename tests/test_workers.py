@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import pytest
 from rq import SimpleWorker, Worker
 from rq.worker import BaseWorker
 
+from tests.test_startup import _clean_env
 from webhook_service.workers import AppJob, _ThreadWorker, build_worker
 
 
@@ -60,11 +60,7 @@ def test_rqs_shutdown_date_still_exists(app):
 @pytest.mark.parametrize("fork", [True, False], ids=["forking", "no-fork"])
 def test_an_idle_worker_exits_on_sigterm(postgresql_database_url, redis_url, tmp_path, fork):
     """SIGTERM to a worker waiting for jobs ends it at once, with 0 (not a restart of RQ's loop)."""
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "DATABASE_", "REDIS_"))},
-        "DATABASE_URL": postgresql_database_url,
-        "REDIS_URL": redis_url,
-    }
+    env = _clean_env(DATABASE_URL=postgresql_database_url, REDIS_URL=redis_url)
     argv = [sys.executable, "-m", "webhook_service.cli", "worker", *([] if fork else ["--no-fork"])]
     proc = subprocess.Popen(argv, env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
     try:
