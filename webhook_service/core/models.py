@@ -569,3 +569,45 @@ class ProcessHeartbeat(Base):
     role: Mapped[str] = mapped_column(sa.String(16), primary_key=True)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     beat_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class BackfillCursor(Base):
+    """Where `webhook-service backfill` stands in one Stripe list (processing/backfill.py).
+
+    One row per list (`invoices`, `credit_notes`, `customers`) and scope, so a killed backfill
+    resumes after the last object it recorded instead of listing years of history again.
+    """
+
+    __tablename__ = "backfill_cursors"
+
+    #: The list endpoint's name, e.g. `invoices`.
+    resource: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    #: The Connect account backfilled (`""` for the platform's own objects).
+    account: Mapped[str] = mapped_column(sa.String(255), primary_key=True, default="")
+    #: When this run started: the synthetic events of one run share it, so a resumed run's
+    #: re-recorded objects are duplicates, not new snapshots.
+    run_started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: The id of the last object recorded (Stripe's `starting_after`); null before the first page.
+    starting_after: Mapped[str | None] = mapped_column(sa.String(255))
+    listed: Mapped[int] = mapped_column(sa.Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: Set when the list was read to its end; the next backfill starts a new run.
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ReconcileRun(Base):
+    """One `webhook-service reconcile`: what it compared, the drift it found per field, what it repaired."""
+
+    __tablename__ = "reconcile_runs"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: `cli:<OS user>`, `--actor`'s value or `scheduler`.
+    actor: Mapped[str] = mapped_column(sa.String(255))
+    checked: Mapped[int] = mapped_column(sa.Integer, default=0)
+    #: Field name → number of invoices (or customers) whose mirrored value differs from Stripe's.
+    drift: Mapped[dict] = mapped_column(sa.JSON, default=dict)
+    repaired: Mapped[int] = mapped_column(sa.Integer, default=0)
+
+    __table_args__ = (sa.Index("ix_reconcile_runs_started_at", "started_at"),)

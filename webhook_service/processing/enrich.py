@@ -136,6 +136,8 @@ class Enricher:
         obj = event["data"]["object"]
         if event.get("type", "").endswith(".deleted") or obj.get("status") in _FINAL.get(kind, ()):
             return event
+        if event.get(FETCHED_AT) is not None:  # fetched already (backfill, reconcile --repair)
+            return event
         reason = None
         if kind in self.revalidate:
             reason = "revalidated"

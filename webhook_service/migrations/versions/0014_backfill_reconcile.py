@@ -1,0 +1,50 @@
+"""backfill_cursors and reconcile_runs: resumable history backfill, and drift found by reconcile
+
+Revision ID: 0014
+Revises: 0013
+Create Date: 2026-12-07 05:45:00
+
+`webhook-service backfill` pages through Stripe's list endpoints for years of history; its cursor
+per list (and Connect account) lets a killed run resume where it stopped. `webhook-service
+reconcile` records each run's drift per field, which /metrics reports.
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0014"
+down_revision = "0013"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "backfill_cursors",
+        sa.Column("resource", sa.String(length=32), nullable=False),
+        sa.Column("account", sa.String(length=255), nullable=False),
+        sa.Column("run_started_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("starting_after", sa.String(length=255), nullable=True),
+        sa.Column("listed", sa.Integer(), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("resource", "account", name=op.f("pk_backfill_cursors")),
+    )
+    op.create_table(
+        "reconcile_runs",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("actor", sa.String(length=255), nullable=False),
+        sa.Column("checked", sa.Integer(), nullable=False),
+        sa.Column("drift", sa.JSON(), nullable=False),
+        sa.Column("repaired", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_reconcile_runs")),
+    )
+    op.create_index("ix_reconcile_runs_started_at", "reconcile_runs", ["started_at"], unique=False)
+
+
+def downgrade() -> None:
+    op.drop_index("ix_reconcile_runs_started_at", table_name="reconcile_runs")
+    op.drop_table("reconcile_runs")
+    op.drop_table("backfill_cursors")
