@@ -59,25 +59,51 @@ def handle_credit_note_event(event: dict, session: Session) -> None:
     key = f"{STATUS_RANK[status]}.{created:011d}.{changed}.{event['id']}"
     if key <= (note.version_key or ""):
         return
-    _apply_snapshot(note, obj, customer_id)
+    estimated = _apply_snapshot(note, obj, customer_id)
     if status == "void" and note.voided_at is None:
         note.voided_at = timestamp(created)
     note.version_key = key
     note.source_event_id = event["id"]
     if customer_id:
         desired: ledger.Desired = {}
+        estimates: dict[str, int] = {}
         if note.credited_to_balance > 0:
             desired[LedgerKind.CREDIT_NOTE.value] = (note.credited_to_balance, note.currency, note.created_at)
             if note.status == "void":
+                # A voided note nets to zero whatever its split was: nothing left to estimate.
                 desired[LedgerKind.CREDIT_NOTE_VOIDED.value] = (
                     -note.credited_to_balance,
                     note.currency,
                     note.voided_at,
                 )
-        ledger.sync_source(session, customer_id, "credit_note", note.id, desired)
+            elif estimated:
+                estimates[LedgerKind.CREDIT_NOTE.value] = note.credited_to_balance
+        ledger.sync_source(session, customer_id, "credit_note", note.id, desired, estimates)
 
 
-def _apply_snapshot(note: CreditNote, obj: dict, customer_id: str | None) -> None:
+def _old_split(obj: dict, room: int, refund_id: str | None) -> tuple[int, int, bool]:
+    """(refunded, credited, estimated) of a pre-basil note whose post-payment part is `room`.
+
+    The object names its refund and balance transaction but not their amounts. An expanded one
+    (in the payload, or fetched by the worker with an API key) settles the split; otherwise a note
+    with both is `estimated`: it credits at most `room`, and the ledger gives back to the refund
+    whatever the customer's reported balance leaves no room for (handlers/ledger.py).
+    """
+    balance_txn = obj.get("customer_balance_transaction")
+    refund = obj.get("refund")
+    if isinstance(balance_txn, dict):  # an expanded transaction: amount < 0 is credit
+        credited = min(room, max(0, -balance_txn["amount"]))
+        return (room - credited if refund_id else 0), credited, False
+    if isinstance(refund, dict):
+        refunded = min(room, max(0, refund["amount"]))
+        return refunded, (room - refunded if balance_txn else 0), False
+    if balance_txn and refund_id:
+        return 0, room, True
+    return (room if refund_id and not balance_txn else 0), (room if balance_txn else 0), False
+
+
+def _apply_snapshot(note: CreditNote, obj: dict, customer_id: str | None) -> bool:
+    """Copy the snapshot onto the row; True when its balance credit is only an upper bound."""
     amount = _amount(obj, "amount")
     out_of_band = _amount(obj, "out_of_band_amount")
     note_type = obj.get("type")
@@ -92,16 +118,13 @@ def _apply_snapshot(note: CreditNote, obj: dict, customer_id: str | None) -> Non
             pre = amount if note_type == "pre_payment" else 0
             post = amount - pre
         credited = max(0, post - refunded - out_of_band) if obj.get("customer_balance_transaction") else 0
+        estimated = False
     else:
-        # Before basil the split between refund and balance credit is not on the object; with both a
-        # refund and a balance transaction we count the remainder as credited (docs/design.md).
         refund_id = object_id(obj.get("refund"))
         refund_ids = [refund_id] if refund_id else []
         pre = amount if note_type == "pre_payment" else 0
         post = amount if note_type == "post_payment" else 0
-        balance_txn = obj.get("customer_balance_transaction")
-        credited = max(0, post - out_of_band) if balance_txn else 0
-        refunded = max(0, post - out_of_band) if refund_id and not balance_txn else 0
+        refunded, credited, estimated = _old_split(obj, max(0, post - out_of_band), refund_id)
     note.invoice_id = object_id(obj.get("invoice"))
     note.customer_id = customer_id
     note.number = obj.get("number")
@@ -123,6 +146,7 @@ def _apply_snapshot(note: CreditNote, obj: dict, customer_id: str | None) -> Non
     note.pdf = obj.get("pdf")
     note.created_at = timestamp(obj.get("created"))
     note.voided_at = timestamp(obj.get("voided_at")) or note.voided_at
+    return estimated
 
 
 def _optional(obj: dict, name: str) -> int | None:

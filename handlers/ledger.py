@@ -20,7 +20,13 @@ from datetime import datetime
 from sqlalchemy.orm import Session, object_session
 
 from handlers.scopes import copy_scope, row_scope
-from webhook_service.core.models import CreditLedgerEntry, Customer, CustomerBalance, LedgerKind
+from webhook_service.core.models import (
+    CreditLedgerEntry,
+    CreditNote,
+    Customer,
+    CustomerBalance,
+    LedgerKind,
+)
 
 Desired = dict[str, tuple[int, str | None, datetime | None]]  # kind → (amount, currency, effective_at)
 ADJUSTMENT = LedgerKind.ADJUSTMENT.value
@@ -29,9 +35,19 @@ _REMOVED_ADJUSTMENT = "ledger_adjustment_removed"
 
 
 def sync_source(
-    session: Session, customer_id: str, source_type: str, source_id: str, desired: Desired
+    session: Session,
+    customer_id: str,
+    source_type: str,
+    source_id: str,
+    desired: Desired,
+    estimates: Mapping[str, int] | None = None,
 ) -> None:
-    """Make the customer's rows for one source object exactly `desired`, then reconcile."""
+    """Make the customer's rows for one source object exactly `desired`, then reconcile.
+
+    :param estimates: kind → upper bound, for rows whose amount the payload does not give
+        (`CreditLedgerEntry.at_most`); reconcile settles them against the reported balance.
+    """
+    estimates = estimates or {}
     customer = session.get(Customer, customer_id)
     if customer is None:
         return
@@ -41,6 +57,7 @@ def sync_source(
     for kind, (amount, currency, effective_at) in desired.items():
         currency = currency or customer.currency
         entry = current.pop(kind, None)
+        at_most = estimates.get(kind)
         if entry is None:
             customer.ledger.append(
                 CreditLedgerEntry(
@@ -50,10 +67,18 @@ def sync_source(
                     source_type=source_type,
                     source_id=source_id,
                     effective_at=effective_at,
+                    at_most=at_most,
                 )  # fmt: skip
             )
-        elif (entry.amount, entry.currency, entry.effective_at) != (amount, currency, effective_at):
-            entry.amount, entry.currency, entry.effective_at = amount, currency, effective_at
+        elif (entry.amount, entry.currency, entry.effective_at, entry.at_most) != (
+            amount if at_most is None else entry.amount,
+            currency,
+            effective_at,
+            at_most,
+        ):
+            entry.currency, entry.effective_at, entry.at_most = currency, effective_at, at_most
+            if at_most is None:
+                entry.amount = amount
     for stale in current.values():
         customer.ledger.remove(stale)
     reconcile(customer)
@@ -88,13 +113,18 @@ def reconcile(customer: Customer) -> None:
     """
     scope = row_scope(customer)
     explained: dict[str, int] = defaultdict(int)
+    estimated: dict[str, list[CreditLedgerEntry]] = defaultdict(list)
     adjustments: dict[str | None, CreditLedgerEntry] = {}
     for entry in customer.ledger:
         copy_scope(entry, scope)
         if entry.kind == ADJUSTMENT:
             adjustments[entry.currency] = entry
         elif currency := entry.currency or customer.currency:
-            explained[currency] += entry.amount
+            if entry.at_most is None:
+                explained[currency] += entry.amount
+            else:
+                explained[currency] += entry.at_most
+                estimated[currency].append(entry)
     balances = {balance.currency: balance for balance in customer.balances}
     own = customer.currency
     if own:
@@ -117,10 +147,35 @@ def reconcile(customer: Customer) -> None:
         credit = explained[currency] if balance.reported is None else balance.reported
         if balance.credit_balance != credit:
             balance.credit_balance = credit
-        _set_adjustment(customer, adjustments.pop(currency, None), currency, credit - explained[currency])
+        residual = _settle_estimates(customer, estimated.pop(currency, []), credit - explained[currency])
+        _set_adjustment(customer, adjustments.pop(currency, None), currency, residual)
     for stale in adjustments.values():  # a currency no longer held, or a row from before migration 0012
         _remove_adjustment(customer, stale)
     customer.credit_balance = _own_credit(customer, balances)
+
+
+def _settle_estimates(customer: Customer, entries: list[CreditLedgerEntry], residual: int) -> int:
+    """Take a shortfall of the reported balance from rows known only by their bound; return what
+    is left for the adjustment row.
+
+    A pre-basil note that refunds and credits the balance is first counted as all credit. When the
+    balance Stripe reports is lower than that explains, the difference went to the refund, not to a
+    manual debit: the note's credit is lowered by it (never below 0), in source order, so the result
+    depends on the rows, not on the order events came in. With an API key the worker fetches the
+    balance transaction and no row is estimated.
+    """
+    shortfall = max(0, -residual)
+    session = object_session(customer)
+    for entry in sorted(entries, key=lambda e: e.source_id):
+        bound = entry.at_most or 0
+        taken = min(shortfall, bound)
+        shortfall -= taken
+        if entry.amount != bound - taken:
+            entry.amount = bound - taken
+        note = session.get(CreditNote, entry.source_id) if session is not None else None
+        if note is not None and (note.credited_to_balance, note.refunded_amount) != (entry.amount, taken):
+            note.credited_to_balance, note.refunded_amount = entry.amount, taken  # the same split
+    return -shortfall if residual < 0 else residual
 
 
 def _set_adjustment(

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from marshmallow import ValidationError
+
 from handlers.readings.fields import (
     Bool,
     Choice,
@@ -20,6 +24,25 @@ from webhook_service.core.models import CreditNote, Customer
 
 STATUSES = ("issued", "void")
 TYPES = ("pre_payment", "post_payment", "mixed")
+
+
+class AmountRef(Expandable):
+    """An id, or an expanded object read as `{"id", "amount"}`.
+
+    Before basil a credit note that both refunds and credits the balance does not say how it split;
+    an expanded `refund` or `customer_balance_transaction` (in the payload, or fetched by the
+    worker) does, through its `amount`.
+    """
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        ident = super()._deserialize(value, attr, data, **kwargs)
+        if not isinstance(value, Mapping) or value.get("amount") is None:
+            return ident
+        try:
+            amount = Int()._deserialize(value["amount"], "amount", value)
+        except ValidationError as exc:
+            raise ValidationError({"amount": exc.messages}) from None
+        return {"id": ident, "amount": amount}
 
 
 class Refund(Reading):
@@ -55,8 +78,8 @@ class CreditNoteReading(Reading):
     pre_payment_amount = Int()
     post_payment_amount = Int()
     refunds = items(Refund)
-    refund = Expandable()
-    customer_balance_transaction = Expandable(CreditNote.customer_balance_transaction)
+    refund = AmountRef()
+    customer_balance_transaction = AmountRef(CreditNote.customer_balance_transaction)
     reason = Text(CreditNote.reason)
     memo = Text(CreditNote.memo)
     pdf = Text(CreditNote.pdf)

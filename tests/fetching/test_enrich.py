@@ -4,12 +4,13 @@ import copy
 
 import pytest
 import redis
+import sqlalchemy as sa
 from builder import NEW_API, Customer, CustomerHistory, Ids, InvoiceLifecycle, Line, credit_note, voided
 from builder import credit_note_event as note_event
 
 from tests.fetching.fake_stripe import FakeStripe
 from tests.helpers import event_rows, run_worker
-from webhook_service.core.models import Invoice
+from webhook_service.core.models import CreditLedgerEntry, CreditNote, Invoice
 from webhook_service.processing import attempts, drain
 
 T = 1_795_200_000
@@ -230,3 +231,28 @@ def test_a_finalized_invoice_whose_whole_list_is_mirrored_is_not_paged_again(str
     assert fake.paths().count(f"/v1/invoices/{life.id}/lines") == 1
     invoice = load(services, life.id)
     assert invoice.lines_complete is True and len(invoice.lines) == 15 and invoice.status == "paid"
+
+
+def test_an_old_shape_note_that_refunds_and_credits_reads_its_balance_transaction(stripe, services, fake):
+    """Before basil the note does not say how 50.00 split; its balance transaction does (-20.00)."""
+    life = fifteen_lines("split")
+    ids = Ids("split-cn")
+    note = credit_note(
+        ids, life, T + 30, amount=5000, credit_type="post_payment", to_balance=2000, refunded=3000,
+        number="CN-S",
+    )  # fmt: skip
+    note.update({"refund": ids.make("re"), "customer_balance_transaction": ids.make("cbtxn")})
+    for key in ("pre_payment_amount", "post_payment_amount", "refunds"):
+        note.pop(key, None)
+    customer = note["customer"]
+    txn = {"id": note["customer_balance_transaction"], "object": "customer_balance_transaction",
+           "amount": -2000, "currency": "usd", "customer": customer, "type": "credit_note"}  # fmt: skip
+    fake.put(f"customers/{customer}/balance_transactions", txn)
+    stripe.post(note_event(ids, "credit_note.created", T + 30, note, "2020-08-27"))
+    drain_all(services)
+    assert fake.paths().count(f"/v1/customers/{customer}/balance_transactions/{txn['id']}") == 1
+    with services.db.sessions() as session:
+        row = session.get(CreditNote, note["id"])
+        assert (row.credited_to_balance, row.refunded_amount) == (2000, 3000)
+        ledger = session.scalars(sa.select(CreditLedgerEntry).filter_by(customer_id=customer)).all()
+        assert [(e.kind, e.amount, e.at_most) for e in ledger] == [("credit_note", 2000, None)]

@@ -262,3 +262,68 @@ def test_full_and_partial_credit_is_visible_on_the_invoice(services):
     assert partial_row.amount_remaining == 6000  # Stripe's number, as it sent it
     assert (full_row.pre_payment_credit_notes_amount, full_row.credited_in_full) == (10000, True)
     assert full_row.amount_remaining == 0
+
+
+def _split_note(ids, life):
+    """A pre-basil note of 50.00: 30.00 refunded, 20.00 credited; the object names both, sizes neither."""
+    obj = credit_note(
+        ids, life, T + DAY, amount=5000, credit_type="post_payment", to_balance=2000, refunded=3000,
+        number="CN-SPLIT",
+    )  # fmt: skip
+    assert obj["refund"] and obj["customer_balance_transaction"] and "post_payment_amount" not in obj
+    return obj
+
+
+@pytest.mark.parametrize("order", ["note_first", "balance_first"])
+def test_old_shape_note_that_refunds_and_credits_takes_its_credit_from_the_balance(services, order):
+    ids, life = invoice_for(OLD_API, f"split-{order}")
+    obj = _split_note(ids, life)
+    erin = CustomerHistory(ids, ERIN, OLD_API)
+    events = [
+        credit_note_event(ids, "credit_note.created", T + DAY, obj, OLD_API),
+        erin.created(T),
+        erin.balance_changed(T + DAY, -2000),
+    ]
+    apply(services, events if order == "note_first" else events[::-1])
+    customer, ledger = load_customer(services, ERIN.id)
+    assert customer.credit_balance == 2000
+    assert ledger == [("credit_note", 2000, "credit_note", obj["id"])]
+    note = load_note(services, obj["id"])
+    assert (note.credited_to_balance, note.refunded_amount) == (2000, 3000)
+
+
+def test_old_shape_split_estimate_never_hides_a_real_debit_beyond_the_note(services):
+    """The estimate only shrinks the note's own credit: a shortfall beyond it stays an adjustment."""
+    ids, life = invoice_for(OLD_API, "split-debit")
+    obj = _split_note(ids, life)
+    erin = CustomerHistory(ids, ERIN, OLD_API)
+    erin.balance = -2000
+    apply(services, [credit_note_event(ids, "credit_note.created", T + DAY, obj, OLD_API)])
+    apply(services, [erin.balance_changed(T + DAY, 700)])  # the customer owes 7.00
+    customer, ledger = load_customer(services, ERIN.id)
+    assert customer.credit_balance == -700
+    assert ledger == [("adjustment", -700, "customer", ERIN.id), ("credit_note", 0, "credit_note", obj["id"])]
+    assert sum(amount for _, amount, _, _ in ledger) == customer.credit_balance
+
+
+@pytest.mark.parametrize("expanded", ["customer_balance_transaction", "refund"])
+def test_old_shape_note_with_an_expanded_side_is_split_exactly(services, expanded):
+    ids, life = invoice_for(OLD_API, f"split-{expanded}")
+    obj = _split_note(ids, life)
+    amount = -2000 if expanded == "customer_balance_transaction" else 3000
+    obj[expanded] = {"id": obj[expanded], "object": expanded, "amount": amount, "currency": "usd"}
+    apply(services, [credit_note_event(ids, "credit_note.created", T + DAY, obj, OLD_API)])
+    note = load_note(services, obj["id"])
+    assert (note.credited_to_balance, note.refunded_amount) == (2000, 3000)
+    assert note.customer_balance_transaction and note.refund_ids and "{" not in note.refund_ids
+    customer, ledger = load_customer(services, ERIN.id)
+    assert ledger == [("credit_note", 2000, "credit_note", obj["id"])] and customer.credit_balance == 2000
+
+
+def test_an_expanded_balance_transaction_with_a_bad_amount_names_the_field(services):
+    ids, life = invoice_for(OLD_API, "split-bad")
+    obj = _split_note(ids, life)
+    obj["customer_balance_transaction"] = {"id": obj["customer_balance_transaction"], "amount": "2000"}
+    message = r"customer_balance_transaction\.amount: expected an integer"
+    with pytest.raises(PermanentEventError, match=message):
+        apply(services, [credit_note_event(ids, "credit_note.created", T + DAY, obj, OLD_API)])

@@ -460,6 +460,10 @@ class CreditLedgerEntry(Base):
     source_type: Mapped[str] = mapped_column(sa.String(16))
     source_id: Mapped[str] = mapped_column(sa.String(255))
     effective_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Set when the payload does not give the amount, only a bound (a pre-basil credit note that both
+    #: refunds and credits the balance, read without an API key): the amount is at most this, and
+    #: handlers/ledger.py takes from it what the customer's reported balance leaves no room for.
+    at_most: Mapped[int | None] = mapped_column(sa.BigInteger)
     #: The customer's mode and account.
     livemode: Mapped[bool] = mapped_column(sa.Boolean, default=False)
     account: Mapped[str | None] = mapped_column(sa.String(255))

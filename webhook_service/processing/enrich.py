@@ -12,7 +12,9 @@ complete snapshot:
   snapshot, an observation of the fetch's second (skipped for final states: void invoices and
   credit notes, deleted objects);
 * a line whose price does not say whether it is metered (2025-03-31.basil and later): the price is
-  read once from `GET /v1/prices/{id}` and cached (a price's recurring usage type never changes).
+  read once from `GET /v1/prices/{id}` and cached (a price's recurring usage type never changes);
+* a credit note before basil that both refunds and credits the balance: its balance transaction is
+  read from `GET /v1/customers/{id}/balance_transactions/{id}`, whose amount is the credited part.
 
 Fetching is skipped for a snapshot the row already has a newer one of (it could not win). A fetch
 that keeps failing raises `StripeUnavailable`: the event is retried later, never handled without it.
@@ -56,6 +58,7 @@ class EnrichStats:
     ties: int = 0
     revalidated: int = 0
     prices: int = 0
+    balance_transactions: int = 0
     skipped_stale: int = 0
     kept_lines: int = 0
     incomplete: list[str] = field(default_factory=list)
@@ -129,6 +132,8 @@ class Enricher:
             event = self._complete_lines(event, kind)
         if kind == "invoice":
             event = self._add_usage_types(event)
+        if kind == "credit_note":
+            event = self._expand_balance_transaction(event)
         return event
 
     # ---- the object itself -------------------------------------------------------------
@@ -221,6 +226,26 @@ class Enricher:
             .limit(page)
         ).all()
         return invoices.keeps_whole_list(row.stripe_status, row.lines_complete, ids, obj)
+
+    # ---- credit notes ------------------------------------------------------------------
+    def _expand_balance_transaction(self, event: dict) -> dict:
+        """A pre-basil note with a refund and a balance transaction: fetch the transaction, whose
+        amount is the part credited to the balance (the note itself does not say)."""
+        obj = event["data"]["object"]
+        txn, customer = obj.get("customer_balance_transaction"), obj.get("customer")
+        if "post_payment_amount" in obj or isinstance(obj.get("refunds"), list):
+            return event  # basil and later state the split
+        if not (isinstance(txn, str) and txn and obj.get("refund") and isinstance(customer, str)):
+            return event
+        fetched = self.client.retrieve(
+            f"/v1/customers/{customer}/balance_transactions/{txn}", **self._options(event)
+        )
+        self.stats.balance_transactions += 1
+        if not isinstance(fetched, dict) or fetched.get("id") != txn:
+            return event  # gone: the ledger estimates the split from the balance
+        event = copy.deepcopy(event)
+        event["data"]["object"]["customer_balance_transaction"] = fetched
+        return event
 
     # ---- prices ------------------------------------------------------------------------
     def _add_usage_types(self, event: dict) -> dict:

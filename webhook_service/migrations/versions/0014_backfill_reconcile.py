@@ -1,4 +1,4 @@
-"""backfill_cursors and reconcile_runs: resumable history backfill, and drift found by reconcile
+"""backfill_cursors, reconcile_runs and credit_ledger.at_most
 
 Revision ID: 0014
 Revises: 0013
@@ -6,7 +6,9 @@ Create Date: 2026-12-07 05:45:00
 
 `webhook-service backfill` pages through Stripe's list endpoints for years of history; its cursor
 per list (and Connect account) lets a killed run resume where it stopped. `webhook-service
-reconcile` records each run's drift per field, which /metrics reports.
+reconcile` records each run's drift per field, which /metrics reports. A ledger row whose amount a
+pre-basil credit note leaves out (it refunds and credits the balance without saying how much of
+each) keeps its upper bound in `at_most`; the column is nullable, so adding it rewrites nothing.
 """
 
 import sqlalchemy as sa
@@ -42,9 +44,13 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_reconcile_runs")),
     )
     op.create_index("ix_reconcile_runs_started_at", "reconcile_runs", ["started_at"], unique=False)
+    with op.batch_alter_table("credit_ledger", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("at_most", sa.BigInteger(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("credit_ledger", schema=None) as batch_op:
+        batch_op.drop_column("at_most")
     op.drop_index("ix_reconcile_runs_started_at", table_name="reconcile_runs")
     op.drop_table("reconcile_runs")
     op.drop_table("backfill_cursors")
