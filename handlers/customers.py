@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
+from marshmallow import ValidationError
 from sqlalchemy.orm import Session
 
 from handlers import ledger, ordering
+from handlers.readings.fields import check_text, column_length
 from handlers.scopes import Scope, claim, event_scope
 from handlers.settings import ENTITY_TYPES, settings_of
 from webhook_service.core.errors import PermanentEventError
@@ -97,7 +99,7 @@ def observe_balance(session: Session, customer_id: str, balance: int, at: int, c
 def _apply_snapshot(session: Session, customer: Customer, obj: dict, observed: int) -> None:
     """`balance` was `account_balance` before 2019-10-17; `name` did not exist before 2019, when
     the customer's `description` named it. The values were checked by the customer's reading."""
-    balance = obj["balance"] if "balance" in obj else obj.get("account_balance", 0)
+    balance = snapshot_balance(obj)
     settings = settings_of(session)
     metadata = obj.get("metadata") or {}
     entity_type = str(metadata.get(settings.entity_type_key) or "").strip().lower()
@@ -105,13 +107,53 @@ def _apply_snapshot(session: Session, customer: Customer, obj: dict, observed: i
     customer.email = obj.get("email")
     customer.currency = obj.get("currency") or first_invoice_currency(session, customer.id)
     key = f"{observed:011d}.1"
-    if key >= (customer.balance_observed_key or ""):  # an invoice may have seen a newer balance
+    # A null `balance` (the SDK's schema allows it from 2023-10-16 on) states nothing: the newest
+    # observation stays. An invoice may also have seen a newer balance.
+    if balance is not None and key >= (customer.balance_observed_key or ""):
         customer.balance, customer.balance_observed_key = balance, key
     customer.entity_type = entity_type if entity_type in ENTITY_TYPES else settings.default_entity_type
-    customer.entity_id = metadata.get(settings.entity_id_key) or None
+    customer.entity_id = _metadata_text(metadata, settings.entity_id_key, Customer.entity_id)
     # `balance` is the one in the customer's currency (ledger.reconcile reads it); the map, when the
     # payload has it, gives every other currency's credit.
     ledger.set_reported(customer, _invoice_credit_balance(obj))
+
+
+def _metadata_text(metadata: dict, key: str, column) -> str | None:
+    """A metadata value the mirror stores. The reading kept only string values (a boolean, a
+    number or a null under the key reads as absent); a value in use is checked like any mirrored
+    text, so a NUL or a value longer than its column fails the event naming the key.
+
+    :raises PermanentEventError: the value cannot be stored.
+    """
+    value = metadata.get(key)
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return check_text(value, column_length(column))
+    except ValidationError as exc:
+        raise PermanentEventError(f"data.object.metadata.{key}: {exc.messages[0]}") from None
+
+
+def snapshot_balance(obj: dict) -> int | None:
+    """Stripe's balance in a customer snapshot of any era (negative = credit); None when the
+    snapshot states none (null, which the SDK's schema allows from 2023-10-16 on)."""
+    return obj["balance"] if "balance" in obj else obj.get("account_balance", 0)
+
+
+def snapshot_credit(obj: dict, currency: str | None) -> dict[str | None, int]:
+    """Credit available by currency (portal sign) that a snapshot states, as `_apply_snapshot`
+    and `ledger.set_reported` take it: `balance` in the customer's own `currency`, and
+    `invoice_credit_balance` for the others. Pure, for `webhook-service reconcile`.
+
+    :raises PermanentEventError: a malformed credit map.
+    """
+    credit: dict[str | None, int] = {
+        other: amount for other, amount in _invoice_credit_balance(obj).items() if other != currency
+    }
+    balance = snapshot_balance(obj)
+    if balance is not None:  # a null balance states nothing about the own currency
+        credit[currency] = -balance
+    return credit
 
 
 def handle_customer_event(event: dict, session: Session) -> None:

@@ -3,6 +3,8 @@
 The invoice handler reads the fields below through these functions only, so the era rules live
 in one place (docs/design.md, "API eras"). Stripe adds fields to every API version, so a field's
 presence, never `api_version`, says which rule applies:
+- `status: "deleted"` (in the status enum of Stripe's spec from 2019-03-14 on) is a deleted draft:
+  read as `draft`, and the handler marks the invoice deleted as `invoice.deleted` does;
 - no `status` on payloads sent before it existed (SPEC.md: before 2018-02-28): derived from
   `paid`, `forgiven`, `closed`, `attempted` and the event type; `forgiven: true` (until
   2018-11-08, beside `status` too) is `uncollectible`;
@@ -31,6 +33,8 @@ _OPEN_TYPES = frozenset(
         "invoice.will_be_due",
     }
 )
+#: Only a draft can be deleted; a snapshot saying so keeps the draft's place in the status order.
+DELETED = "deleted"
 #: Before 2018-05-21 a subscription line's `id` was its subscription's (`sub_…`), shared by the
 #: subscription's lines however many the page shows.
 _SUBSCRIPTION_PREFIX = "sub_"
@@ -39,8 +43,10 @@ _MAX_LINE_KEY = 255
 
 
 def stripe_status(event_type: str, obj: dict) -> str:
-    """The invoice's Stripe status, derived where the payload has none."""
+    """The invoice's Stripe status, derived where the payload has none (a deleted draft: draft)."""
     status = obj.get("status")
+    if status == DELETED:
+        return "draft"
     if obj.get("forgiven") is True and status != "void":
         return "uncollectible"
     if status is not None:
@@ -55,6 +61,18 @@ def stripe_status(event_type: str, obj: dict) -> str:
     if obj.get("attempted") is True or obj.get("closed") is True or event_type in _OPEN_TYPES:
         return "open"
     return "draft"
+
+
+def is_deleted(event_type: str, obj: dict) -> bool:
+    """Whether the event shows the (draft) invoice deleted: `invoice.deleted`, its status, or
+    `deleted: true`."""
+    return event_type == "invoice.deleted" or obj.get("status") == DELETED or obj.get("deleted") is True
+
+
+def is_deletion_stub(obj: dict) -> bool:
+    """Stripe's answer to a DELETE (`{id, object, deleted: true}`): it says the draft is gone and
+    nothing else, so it must not overwrite the mirrored amounts with absences."""
+    return obj.get("deleted") is True and not set(obj) - {"id", "object", "deleted", "livemode"}
 
 
 def created(obj: dict) -> int | None:

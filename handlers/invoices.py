@@ -93,6 +93,9 @@ def handle_invoice_event(event: dict, session: Session) -> None:
         invoice = Invoice(id=invoice_id, version_key="", credit_applied=0, attempt_count=0)
         session.add(invoice)
     claim(invoice, "invoice", scope, established=bool(invoice.version_key))
+    if invoice_eras.is_deletion_stub(obj):
+        _mark_deleted(invoice, event, obj)
+        return
 
     won = ordering.winner(session, event, invoice.version_key, "invoice", order_prefix)
     if won is not None:
@@ -125,8 +128,8 @@ def handle_invoice_event(event: dict, session: Session) -> None:
     for line in invoice.lines:
         copy_scope(line, scope)
 
-    if event["type"] == "invoice.deleted" and invoice.deleted_at is None:
-        invoice.deleted_at = timestamp(event.get("created")) or timestamp(obj.get("created"))
+    if invoice_eras.is_deleted(event["type"], obj):
+        _mark_deleted(invoice, event, obj)
 
     _observe_status(invoice, event, obj, stripe_status)
     if not invoice_eras.has_transition_times(obj):
@@ -136,6 +139,13 @@ def handle_invoice_event(event: dict, session: Session) -> None:
     past_due.settle(session, invoice)
     status_history.relink(invoice)
     invoice.status = status_history.portal_status(invoice)
+
+
+def _mark_deleted(invoice: Invoice, event: dict, obj: dict) -> None:
+    """Sticky; the earliest event showing the deletion gives its time, whatever the order."""
+    deleted_at = timestamp(event.get("created")) or timestamp(obj.get("created"))
+    if invoice.deleted_at is None or (deleted_at is not None and deleted_at < invoice.deleted_at):
+        invoice.deleted_at = deleted_at
 
 
 def _observe_past_due(session: Session, invoice: Invoice, event: dict, obj: dict) -> None:
@@ -232,21 +242,12 @@ def _apply_snapshot(
     stored_ids = [line.id for line in invoice.lines]
     keep_lines = keeps_whole_list(invoice.stripe_status, invoice.lines_complete, stored_ids, obj, status)
     transitions = obj.get("status_transitions") or {}
-    starting = _opt_int(obj, "starting_balance")
-    ending = _opt_int(obj, "ending_balance")
     invoice.number = obj.get("number")
     invoice.customer_id = customer_id
     invoice.stripe_status = status
     invoice.currency = obj.get("currency")
-    invoice.subtotal = _opt_int(obj, "subtotal")
-    invoice.tax = _tax(obj)
-    invoice.total = _opt_int(obj, "total")
-    invoice.amount_due = _opt_int(obj, "amount_due")
-    invoice.amount_paid = invoice_eras.amount_paid(obj, status)
-    invoice.amount_remaining = invoice_eras.amount_remaining(obj, status)
-    invoice.starting_balance = starting
-    invoice.ending_balance = ending
-    invoice.credit_applied = credit_applied(starting, ending)
+    for name, value in snapshot_amounts(obj, status).items():
+        setattr(invoice, name, value)
     invoice.collection_method = invoice_eras.collection_method(obj)
     invoice.billing_reason = obj.get("billing_reason")
     invoice.subscription_id = _subscription_id(obj)
@@ -269,6 +270,25 @@ def _apply_snapshot(
     if not keep_lines:
         invoice.lines_complete = lines.get("has_more") is not True
         _replace_lines(invoice, lines.get("data") or [], metered_price_ids)
+
+
+def snapshot_amounts(obj: dict, status: str) -> dict[str, int | None]:
+    """The amounts a snapshot (as its reading returned it) gives the row, before partial payments
+    (`invoice_payments.apply_to_amounts`). A pure function, so `webhook-service reconcile` can say
+    what the mirror would hold for Stripe's copy without applying it. `status` is the snapshot's."""
+    starting = _opt_int(obj, "starting_balance")
+    ending = _opt_int(obj, "ending_balance")
+    return {
+        "subtotal": _opt_int(obj, "subtotal"),
+        "tax": _tax(obj),
+        "total": _opt_int(obj, "total"),
+        "amount_due": _opt_int(obj, "amount_due"),
+        "amount_paid": invoice_eras.amount_paid(obj, status),
+        "amount_remaining": invoice_eras.amount_remaining(obj, status),
+        "starting_balance": starting,
+        "ending_balance": ending,
+        "credit_applied": credit_applied(starting, ending),
+    }
 
 
 def _has_line_ids(line) -> bool:

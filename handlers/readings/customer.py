@@ -42,7 +42,7 @@ class CustomerReading(Reading):
     email = Text(Customer.email)
     description = Text()
     currency = Currency()
-    balance = Int(allow_none=False)
+    balance = Int()  # null in the SDK's schema from 2023-10-16 on: the balance is not stated
     account_balance = Int(allow_none=False)
     created = Timestamp()
     deleted = Bool()

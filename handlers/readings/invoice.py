@@ -26,7 +26,9 @@ from handlers.readings.fields import (
 from handlers.readings.invoice_payment import Payment
 from webhook_service.core.models import Customer, Invoice, InvoiceLine
 
-STATUSES = ("draft", "open", "paid", "uncollectible", "void")
+#: `deleted` is in the status enum of Stripe's published spec (2019-03-14 and later): a deleted
+#: draft, which handlers.invoice_eras reads as a draft that is gone.
+STATUSES = ("draft", "open", "paid", "uncollectible", "void", "deleted")
 COLLECTION_METHODS = ("charge_automatically", "send_invoice")
 USAGE_TYPES = ("licensed", "metered")
 
@@ -157,8 +159,8 @@ class InvoiceReading(Reading):
     currency = Currency()
     subtotal = Int(allow_none=False)
     tax = Int()
-    total_taxes = items(TaxAmount)
-    total_tax_amounts = items(TaxAmount)
+    total_taxes = items(TaxAmount, nullable=True)
+    total_tax_amounts = items(TaxAmount, nullable=True)
     total = Int(allow_none=False)
     amount_due = Int(allow_none=False)
     amount_paid = Int(allow_none=False)
@@ -168,7 +170,7 @@ class InvoiceReading(Reading):
     ending_balance = Int()
     pre_payment_credit_notes_amount = Int()
     post_payment_credit_notes_amount = Int()
-    attempt_count = Int()
+    attempt_count = Int(Invoice.attempt_count)
     collection_method = Choice(COLLECTION_METHODS)
     billing = Choice(COLLECTION_METHODS)
     billing_reason = Text(Invoice.billing_reason)
@@ -185,6 +187,8 @@ class InvoiceReading(Reading):
     hosted_invoice_url = Text(Invoice.hosted_invoice_url)
     invoice_pdf = Text(Invoice.invoice_pdf)
     livemode = Bool()
+    #: `true` on Stripe's answer to deleting a draft (`{id, object, deleted}`), when an event carries it.
+    deleted = Bool()
     lines = Obj(Lines, allow_none=False)
     payments = Obj(Payments)
     metadata = StringMap()

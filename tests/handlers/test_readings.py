@@ -3,6 +3,7 @@ agrees with marshmallow's own Schema.load on every fixture and every hostile val
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -74,7 +75,7 @@ def test_fast_and_reference_readings_give_the_same_error(index, choice, junk):
         ),
         (
             lambda o: o.update(status=["paid"]),
-            "data.object.status: expected one of draft, open, paid, uncollectible, void, got a list",
+            "data.object.status: expected one of draft, open, paid, uncollectible, void, deleted, got a list",
         ),
         (
             lambda o: o.update(due_date=9_999_999_999_999),
@@ -169,3 +170,22 @@ def test_every_embedded_list_page_is_read_alike(event_type, page):
         handlers.read(copy.deepcopy(event))
     del obj[page]["has_more"]
     assert "has_more" not in handlers.read(event)["data"]["object"][page]
+
+
+@pytest.mark.parametrize("read", [readings.read_event, readings.read_event_slowly])
+def test_empty_ids_and_non_string_metadata_read_as_absent_both_ways(read):
+    """`""` where an id may be null is no id; metadata keeps its string values only. The object's
+    own id may not be empty, and metadata must still be an object."""
+    event = _basil("invoice.paid")
+    obj = event["data"]["object"]
+    obj.update(customer="", metadata={"a": "x", "b": True, "c": 5, "d": None, "e": {"f": "g"}})
+    obj["lines"]["data"][0]["parent"]["subscription_item_details"]["subscription"] = ""
+    read_obj = read(copy.deepcopy(event), "invoice")["data"]["object"]
+    assert read_obj["customer"] is None and read_obj["metadata"] == {"a": "x"}
+    assert read_obj["lines"]["data"][0]["parent"]["subscription_item_details"]["subscription"] is None
+    for change, error in (
+        ({"id": ""}, 'data.object.id: expected an id, got ""'),
+        ({"metadata": "x"}, 'data.object.metadata: expected an object, got "x"'),
+    ):
+        with pytest.raises(PermanentEventError, match=f"^{re.escape(error)}$"):
+            read(copy.deepcopy(event) | {"data": {"object": obj | change}}, "invoice")
