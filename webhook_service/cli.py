@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from webhook_service import cli_operator, startup
+from webhook_service import cli_backfill, cli_operator, cli_reconcile, startup
 from webhook_service.cli_support import (
     WHEN,
     WHEN_HELP,
@@ -51,6 +51,8 @@ def cli(actor: str | None) -> None:
 
 for _command in cli_operator.COMMANDS:
     cli.add_command(_command)
+cli.add_command(cli_reconcile.reconcile_command)
+cli.add_command(cli_backfill.backfill_command)
 
 
 @cli.command()
@@ -109,12 +111,14 @@ def worker(burst: bool, no_fork: bool) -> None:
 
 @cli.command()
 def scheduler() -> None:
-    """Run the periodic jobs (recovery every minute, the daily past-due sweep and prune).
+    """Run the periodic jobs (recovery every minute, the daily past-due sweep and prune, and the
+    daily reconcile when RECONCILE_TIME is set).
 
     Several may run (a rolling deploy overlaps two): one leads, holding a lease in Redis, and the
     others stand by until it lapses."""
     app = build_app_or_exit(role="scheduler")  # first: a bad configuration is refused before the imports
     from jobs import events as event_jobs
+    from jobs import reconcile as reconcile_jobs
     from jobs import retention as retention_jobs
     from jobs import sweep as sweep_jobs
     from webhook_service.web.services import get_services
@@ -142,10 +146,12 @@ def scheduler() -> None:
         cron=PRUNE_CRON,
         job_timeout=PRUNE_JOB_TIMEOUT_SECONDS,
     )
+    reconciling = reconcile_jobs.schedule(cron, config)  # None when RECONCILE_TIME is unset
     schedule = (
         f"recovery every {config.recovery_interval}s, past-due sweep daily at {config.sweep_time_utc} UTC, "
-        f"prune of events older than {config.event_retention_days} days daily at 03:30 UTC; "
-        f"one scheduler leads (lease {config.scheduler_lease_seconds}s), others stand by"
+        f"prune of events older than {config.event_retention_days} days daily at 03:30 UTC"
+        + (f", {reconciling}" if reconciling else "")
+        + f"; one scheduler leads (lease {config.scheduler_lease_seconds}s), others stand by"
     )
     click.echo(f"scheduler: {schedule}")
     startup.log_ready("scheduler", queue=config.queue_name, schedule=schedule)

@@ -77,6 +77,11 @@ def check_role(config: Config, role: Role) -> None:
         raise ConfigError(
             "REDIS_URL is not set: the scheduler needs Redis (in development, `serve` runs recovery itself)"
         )
+    if role in ("scheduler", "worker") and config.reconcile_time_utc and not config.stripe_api_key:
+        raise ConfigError(
+            "RECONCILE_TIME is set but STRIPE_API_KEY is not: the daily reconcile reads Stripe's invoices "
+            "and customers; set the key on the scheduler and the workers, or unset RECONCILE_TIME"
+        )
 
 
 def check_database(database: Database, url: str, *, auto_upgrade: bool = False) -> None:

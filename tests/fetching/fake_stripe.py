@@ -4,7 +4,8 @@ localstripe (tests/test_localstripe.py) serves invoices, their first page of lin
 events, but refuses `starting_after` on invoice lines and has no prices, no credit notes and no
 429s. This server holds objects put in by the test and serves them as Stripe's list and retrieve
 endpoints would (10 embedded lines with `has_more`, pages of `limit` after `starting_after`),
-answers scripted failures (429 with `Retry-After`, 500) and records every request.
+answers scripted failures (429 with `Retry-After`, 500) and records every request. Objects put
+in for a Connect account are listed only to requests whose `Stripe-Account` header names it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ class Failure:
     times: int
     retry_after: str | None = None
     should_retry: str | None = None
+    #: Answer this many matching requests normally first (fail the second page, not the first).
+    after: int = 0
 
 
 @dataclass
@@ -38,6 +41,8 @@ class Recorded:
     params: list[tuple[str, str]]
     headers: dict[str, str]
     status: int = 0
+    #: time.monotonic() when the request arrived.
+    at: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -54,6 +59,8 @@ class FakeState:
     rate_limited: int = 0
     #: Seconds each answer takes (Stripe's own take tens to hundreds of milliseconds).
     latency: float = 0.0
+    #: Object path → the Connect account it belongs to (absent: the platform's).
+    owners: dict[str, str] = field(default_factory=dict)
 
 
 class FakeStripe:
@@ -79,34 +86,53 @@ class FakeStripe:
         self._thread.join(5)
 
     # ---- what the test puts in ---------------------------------------------------------
-    def put_invoice(self, invoice: dict, lines: list[dict] | None = None) -> None:
+    def put_invoice(self, invoice: dict, lines: list[dict] | None = None, account: str | None = None) -> None:
         """Store an invoice; `lines` is its full list (default: the lines it carries)."""
-        self._put("invoices", invoice, lines)
+        self._put("invoices", invoice, lines, account)
 
-    def put_credit_note(self, note: dict, lines: list[dict] | None = None) -> None:
-        self._put("credit_notes", note, lines)
+    def put_credit_note(
+        self, note: dict, lines: list[dict] | None = None, account: str | None = None
+    ) -> None:
+        self._put("credit_notes", note, lines, account)
 
-    def put(self, kind: str, obj: dict) -> None:
+    def put(self, kind: str, obj: dict, account: str | None = None) -> None:
         with self.lock:
             self.state.objects[f"/v1/{kind}/{obj['id']}"] = copy.deepcopy(obj)
+            self._own(f"/v1/{kind}/{obj['id']}", account)
 
-    def fail(self, prefix: str, status: int, times: int = 1, retry_after=None, should_retry=None) -> None:
+    def requests_to(self, prefix: str) -> list[Recorded]:
+        """The requests whose path starts with `prefix`, in arrival order."""
         with self.lock:
-            self.state.failures.append(Failure(prefix, status, times, retry_after, should_retry))
+            return [r for r in self.state.requests if r.path.startswith(prefix)]
+
+    def fail(
+        self, prefix: str, status: int, times: int = 1, retry_after=None, should_retry=None, after: int = 0
+    ) -> None:
+        with self.lock:
+            self.state.failures.append(Failure(prefix, status, times, retry_after, should_retry, after))
 
     def paths(self) -> list[str]:
         with self.lock:
             return [r.path for r in self.state.requests]
 
-    def _put(self, kind: str, obj: dict, lines: list[dict] | None) -> None:
+    def _put(self, kind: str, obj: dict, lines: list[dict] | None, account: str | None = None) -> None:
         path = f"/v1/{kind}/{obj['id']}"
         full = copy.deepcopy(lines if lines is not None else (obj.get("lines") or {}).get("data") or [])
         with self.lock:
             self.state.objects[path] = copy.deepcopy(obj)
             self.state.lines[path + "/lines"] = full
+            self._own(path, account)
+
+    def _own(self, path: str, account: str | None) -> None:
+        if account:
+            self.state.owners[path] = account
+        else:
+            self.state.owners.pop(path, None)
 
     # ---- what the server answers -------------------------------------------------------
-    def answer(self, path: str, params: list[tuple[str, str]]) -> tuple[int, dict, dict]:
+    def answer(
+        self, path: str, params: list[tuple[str, str]], account: str | None = None
+    ) -> tuple[int, dict, dict]:
         with self.lock:
             if self.state.limit_per_second is not None:
                 now = time.monotonic()
@@ -117,6 +143,9 @@ class FakeStripe:
                 self.state.granted = recent + [now]
             for failure in self.state.failures:
                 if failure.times > 0 and path.startswith(failure.prefix):
+                    if failure.after > 0:
+                        failure.after -= 1
+                        continue
                     failure.times -= 1
                     headers = {}
                     if failure.retry_after is not None:
@@ -129,6 +158,8 @@ class FakeStripe:
                 return 200, _page(path, self.state.lines[path], query), {}
             if path == "/v1/events":
                 return 200, _page(path, self.state.events, query), {}
+            if path in _LISTABLE:
+                return 200, _page(path, self._listed(path, query, account), query), {}
             obj = self.state.objects.get(path)
             if obj is None:
                 return 404, {"error": {"message": f"No such object: {path.rsplit('/', 1)[-1]}"}}, {}
@@ -137,6 +168,38 @@ class FakeStripe:
                 full = self.state.lines[path + "/lines"]
                 obj["lines"] = _page(path + "/lines", full, {"limit": str(EMBEDDED_LINES)})
             return 200, obj, {}
+
+    def _listed(self, path: str, query: dict, account: str | None = None) -> list[dict]:
+        """The stored objects of a list endpoint, newest first as Stripe lists them, filtered by
+        `created[gte|gt|lte|lt]` and `customer`; invoices embed their first lines as retrieved."""
+        found = []
+        for key, obj in self.state.objects.items():
+            if key.rsplit("/", 1)[0] != path or self.state.owners.get(key) != account:
+                continue
+            created = obj.get("created") or 0
+            if any(
+                name in query and not compare(created, int(query[name]))
+                for name, compare in _CREATED_FILTERS.items()
+            ):
+                continue
+            if "customer" in query and obj.get("customer") != query["customer"]:
+                continue
+            obj = copy.deepcopy(obj)
+            if key + "/lines" in self.state.lines:
+                full = self.state.lines[key + "/lines"]
+                obj["lines"] = _page(key + "/lines", full, {"limit": str(EMBEDDED_LINES)})
+            found.append(obj)
+        return sorted(found, key=lambda o: (o.get("created") or 0, o["id"]), reverse=True)
+
+
+#: List endpoints served from the stored objects (`GET /v1/invoices?created[gte]=…&customer=…`).
+_LISTABLE = ("/v1/invoices", "/v1/customers", "/v1/credit_notes")
+_CREATED_FILTERS = {
+    "created[gte]": lambda value, bound: value >= bound,
+    "created[gt]": lambda value, bound: value > bound,
+    "created[lte]": lambda value, bound: value <= bound,
+    "created[lt]": lambda value, bound: value < bound,
+}
 
 
 def _page(url: str, items: list[dict], query: dict) -> dict:
@@ -168,7 +231,7 @@ def _handler_for(fake: FakeStripe):
             if self.headers.get("Authorization") != f"Bearer {fake.state.api_key}":
                 status, body, headers = 401, {"error": {"message": "Invalid API Key provided"}}, {}
             else:
-                status, body, headers = fake.answer(parts.path, params)
+                status, body, headers = fake.answer(parts.path, params, self.headers.get("Stripe-Account"))
             record.status = status
             payload = json.dumps(body).encode()
             self.send_response(status)

@@ -29,6 +29,9 @@ MIN_OPERATOR_KEY_LENGTH = 16
 MIN_CONSOLE_SECRET_LENGTH = 32
 #: Retry schedule for a failing event, in seconds: exponential backoff, about 1.5 hours in all.
 DEFAULT_RETRY_INTERVALS = (10, 60, 300, 1800, 3600)
+#: The reconcile window: invoices still change for weeks after they are created (net-30 terms,
+#: then dunning retries), so two months covers the ones that can still drift.
+DEFAULT_RECONCILE_DAYS = 60
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,11 @@ class Config:
     sweep_time_utc: str = "06:00"
     #: Processed and ignored events older than this many days are pruned daily (processing/retention.py).
     event_retention_days: int = 90
+    #: The daily `reconcile` (UTC `HH:MM`; None = not scheduled), whether it repairs the drift it
+    #: finds, and its window: invoices created in the last this many days (processing/reconcile.py).
+    reconcile_time_utc: str | None = None
+    reconcile_repair: bool = False
+    reconcile_days: int = DEFAULT_RECONCILE_DAYS
     entity_type_metadata_key: str = "entity_type"
     entity_id_metadata_key: str = "portal_entity_id"
     #: Prices (or plans) whose lines are `usage` when the payload does not say they are metered.
@@ -228,12 +236,38 @@ def _rate(environ: Mapping[str, str], name: str, default: float | None) -> float
     return value
 
 
-def _parse_sweep_time(raw: str | None) -> str:
-    value = (raw or "06:00").strip()
+def _parse_sweep_time(raw: str | None, name: str = "PAST_DUE_SWEEP_TIME", default: str = "06:00") -> str:
+    value = (raw or default).strip()
     match = re.fullmatch(r"([01]\d|2[0-3]):([0-5]\d)", value)
     if not match:
-        raise ConfigError(f"PAST_DUE_SWEEP_TIME must be HH:MM in UTC, got {value!r}")
+        raise ConfigError(f"{name} must be HH:MM in UTC, got {value!r}")
     return value
+
+
+def _parse_reconcile_time(raw: str | None) -> str | None:
+    """RECONCILE_TIME: HH:MM in UTC, or unset (empty) for no daily reconcile."""
+    if raw is None or not raw.strip():
+        return None
+    return _parse_sweep_time(raw, "RECONCILE_TIME")
+
+
+def _reconcile_days(raw: str | None) -> int:
+    value = (raw or "").strip()
+    if not value:
+        return DEFAULT_RECONCILE_DAYS
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"RECONCILE_DAYS must be a whole number of days (1 or more), got {raw!r}")
+    return int(value)
+
+
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off", "")
+
+
+def _flag(environ: Mapping[str, str], name: str) -> bool:
+    raw = (environ.get(name) or "").strip().lower()
+    if raw not in _TRUE + _FALSE:
+        raise ConfigError(f"{name} must be true or false, got {environ.get(name)!r}")
+    return raw in _TRUE
 
 
 #: The shortest retention: the event log must cover Stripe's 30-day Events API window, or a
@@ -293,6 +327,9 @@ def load_config(environ: Mapping[str, str], *, demo: bool = False) -> Config:
         retry_intervals=_parse_intervals(environ.get("EVENT_RETRY_INTERVALS")),
         sweep_time_utc=_parse_sweep_time(environ.get("PAST_DUE_SWEEP_TIME")),
         event_retention_days=_retention_days(environ.get("EVENT_RETENTION_DAYS")),
+        reconcile_time_utc=_parse_reconcile_time(environ.get("RECONCILE_TIME")),
+        reconcile_repair=_flag(environ, "RECONCILE_REPAIR"),
+        reconcile_days=_reconcile_days(environ.get("RECONCILE_DAYS")),
         entity_type_metadata_key=(environ.get("ENTITY_TYPE_METADATA_KEY") or "entity_type").strip(),
         entity_id_metadata_key=(environ.get("ENTITY_ID_METADATA_KEY") or "portal_entity_id").strip(),
         metered_price_ids=_split(environ.get("METERED_PRICE_IDS")),

@@ -125,9 +125,12 @@ class StripeUnavailable(StripeAPIError):
     """A Stripe request kept failing or found no slot in the request budget: transient.
 
     The event that needed it is retried later by the event retry policy, so the fetch is not lost.
-    `retry_after` is how long Stripe (or the budget) asked us to wait, in seconds, when it said.
+    `retry_after` is how long Stripe (or the budget) asked us to wait, in seconds, when it said;
+    `http_status` is Stripe's last answer, when there was one (an operator command tells a refused
+    key, 401, from an outage without quoting Stripe's message, which echoes part of the key).
     """
 
-    def __init__(self, message: str, retry_after: float | None = None):
+    def __init__(self, message: str, retry_after: float | None = None, http_status: int | None = None):
         super().__init__(message)
         self.retry_after = retry_after
+        self.http_status = http_status

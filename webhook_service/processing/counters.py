@@ -37,6 +37,7 @@ RETRIED = "retried"  #: failed attempts with a retry scheduled
 REJECTED = "rejected"  #: deliveries answered 4xx, by reason (label)
 LATENCY_BUCKET = "latency_bucket"  #: first attempts' receipt-to-processed time, by bucket (its upper bound)
 LATENCY_SUM_MS = "latency_sum_ms"  #: the sum of those times, in milliseconds
+RECONCILE_REPAIRED = "reconcile_repaired"  #: objects `reconcile --repair` recorded for the drains
 
 #: Upper bounds (seconds) of the processing-latency histogram; "+Inf" catches the rest.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)

@@ -57,7 +57,7 @@ def snapshot_event(
     The id depends on the object and the run only, so recording the same object twice in one run
     (a resumed backfill re-reading its last page) is a duplicate, not a second snapshot.
     """
-    kind = obj.get("object")
+    kind = str(obj.get("object"))
     return {
         "object": "event",
         "id": f"{source}_{obj.get('id')}_{run_second}",

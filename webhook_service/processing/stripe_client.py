@@ -131,6 +131,7 @@ class StripeClient:
                 on_attempt()
             self.stats.count(endpoint)
             retry_after: float | None = None
+            status: int | None = None
             try:
                 response = self.session.get(
                     self.api_base + path, params=list(params), headers=headers, timeout=REQUEST_TIMEOUT
@@ -142,6 +143,7 @@ class StripeClient:
                     return response.json()
                 if response.status_code == 404:
                     raise StripeNotFound(f"{endpoint}: {_error_message(response)}")
+                status = response.status_code
                 reason = f"HTTP {response.status_code}: {_error_message(response)}"
                 should_retry = _should_retry(response)
                 retry_after = _retry_after(response)
@@ -150,6 +152,7 @@ class StripeClient:
                 raise StripeUnavailable(
                     f"{endpoint} failed after {attempt} attempt(s): {reason}",
                     retry_after=max(wait, retry_after or 0),
+                    http_status=status,
                 )
             self.stats.retries += 1
             logger.warning("%s: %s; retrying in %.2fs (attempt %d)", endpoint, reason, wait, attempt)

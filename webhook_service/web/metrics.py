@@ -19,7 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 
 from webhook_service.core.models import Invoice
-from webhook_service.processing import backlog, counters, heartbeats, pause
+from webhook_service.processing import backlog, counters, heartbeats, pause, reconcile
 from webhook_service.web import rejections
 from webhook_service.web.services import Services, get_services
 
@@ -68,6 +68,8 @@ class ServiceCollector:
                 incomplete = session.scalar(
                     sa.select(sa.func.count()).select_from(Invoice).where(sa.not_(Invoice.lines_complete))
                 )
+                run = reconcile.last_run(session)
+                last_reconcile = (run.finished_at, dict(run.drift or {})) if run is not None else None
         except sa.exc.SQLAlchemyError as exc:
             logger.warning("metrics: database unavailable (%s)", type(exc).__name__)
             yield _gauge("stripe_webhook_database_up", "Whether this scrape could read the database", 0)
@@ -124,6 +126,7 @@ class ServiceCollector:
             "Invoices whose mirrored lines are only a first page (no STRIPE_API_KEY to page the rest)",
             incomplete or 0,
         )
+        yield from _reconcile_figures(values, last_reconcile)
 
     def _redis(self):
         queue = self.services.queue.queue
@@ -139,6 +142,32 @@ class ServiceCollector:
         yield _gauge("stripe_webhook_queue_depth", "Jobs waiting in the RQ queue", depth)
         yield _gauge("stripe_webhook_scheduled_jobs", "Retries waiting for their time in RQ", scheduled)
         yield _gauge("stripe_webhook_failed_jobs", "Jobs in RQ's failed registry", failed)
+
+
+def _reconcile_figures(values, last_run):
+    """The last finished `reconcile`: drift by field (0 for fields without), when it finished;
+    and the objects repairs recorded, a counter. No run yet: the families without samples."""
+    drift = _gauge(
+        "stripe_webhook_reconcile_drift",
+        "Objects whose mirrored value differed from Stripe's, by field, in the last finished reconcile",
+        labels=["field"],
+    )
+    finished = None
+    if last_run is not None:
+        finished, counts = last_run
+        for name in reconcile.DRIFT_FIELDS:
+            drift.add_metric([name], counts.get(name, 0))
+    yield drift
+    yield _gauge(
+        "stripe_webhook_reconcile_last_run_timestamp_seconds",
+        "Unix time the last reconcile finished",
+        finished.timestamp() if finished is not None else None,
+    )
+    yield CounterMetricFamily(
+        "stripe_webhook_reconcile_repaired",
+        "Fetched objects reconcile --repair recorded for the drains to apply",
+        value=values.get((counters.RECONCILE_REPAIRED, ""), 0),
+    )
 
 
 @bp.get("/metrics")
