@@ -39,6 +39,18 @@ def observed_second(event: dict) -> int:
     return 0
 
 
+def fetched_in_memory(event: dict) -> bool:
+    """The worker fetched this event's object after the event was created (processing/enrich.py):
+    an observation newer than anything of its second, which wins a tie outright.
+
+    A snapshot that backfill or reconcile logged as its own event (processing/snapshots.py) has
+    `created` equal to its fetch second: the log holds it like a webhook, so a tie with it is
+    ranked by the same evidence as any other, and the result cannot depend on which ran first.
+    """
+    fetched, created = event.get(FETCHED_AT), event.get("created")
+    return isinstance(fetched, int) and (not isinstance(created, int) or fetched > created)
+
+
 def came_after(later: dict, earlier: dict) -> bool:
     """True when `later` records a change away from `earlier`'s values (its previous_attributes)."""
     previous = (later.get("data") or {}).get("previous_attributes")
@@ -216,7 +228,7 @@ def winner(
     stored = key_prefix(stored_key)
     if prefix < stored:
         return None
-    if prefix > stored or event.get(FETCHED_AT) is not None:
+    if prefix > stored or fetched_in_memory(event):
         return event, f"{prefix}.{event['id']}"
     group = same_prefix_snapshots(session, event, family, prefix_of)
     stored_id = stored_key.rsplit(".", 1)[-1] if stored_key else None
