@@ -509,13 +509,17 @@ def _line_price_id(line: dict) -> str | None:
 
 
 def _tax(obj: dict) -> int | None:
-    """Tax in minor units: `total_taxes[]` (2025-03-31.basil and later) or `tax` (before)."""
+    """Tax in minor units: `total_taxes[]` (2025-03-31.basil and later) or `tax` (before), else
+    `total − total_excluding_tax` where a version leaves the list null."""
     if isinstance(obj.get("total_taxes"), list):
         return sum(int_or_zero(t.get("amount")) for t in obj["total_taxes"] if isinstance(t, dict))
     if "tax" in obj:
         return _opt_int(obj, "tax")
     if isinstance(obj.get("total_tax_amounts"), list):
         return sum(int_or_zero(t.get("amount")) for t in obj["total_tax_amounts"] if isinstance(t, dict))
+    total, excluding = obj.get("total"), obj.get("total_excluding_tax")
+    if isinstance(total, int) and isinstance(excluding, int):
+        return total - excluding  # no tax list stated (a null one is allowed): Stripe's two totals say it
     return None
 
 

@@ -162,6 +162,7 @@ class InvoiceReading(Reading):
     total_taxes = items(TaxAmount, nullable=True)
     total_tax_amounts = items(TaxAmount, nullable=True)
     total = Int(allow_none=False)
+    total_excluding_tax = Int()
     amount_due = Int(allow_none=False)
     amount_paid = Int(allow_none=False)
     amount_remaining = Int(allow_none=False)
