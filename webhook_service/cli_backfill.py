@@ -20,6 +20,8 @@ if TYPE_CHECKING:  # loaded when the command runs, not for `--help`
 LISTS = ("customers", "invoices", "credit_notes")
 #: Off a terminal, one progress line per this many pages of a list.
 LINE_EVERY_PAGES = 10
+#: Refused objects named in the totals, per list (the audit row keeps as many).
+REFUSED_SHOWN = 10
 #: A refused key: Stripe's own message would echo part of it, so it is never shown.
 _REFUSED_KEY = {
     401: "Stripe refused STRIPE_API_KEY (HTTP 401): the key is wrong, revoked or for another account",
@@ -55,7 +57,14 @@ def backfill_command(only, since, account: str | None, dry_run: bool, restart: b
 
     from webhook_service.core.errors import StripeAPIError, StripeUnavailable
     from webhook_service.processing import audit, eventlog
-    from webhook_service.processing.backfill import BackfillStopped, backfill, build_backfill_client
+    from webhook_service.processing.backfill import (
+        BackfillConflict,
+        BackfillInterrupted,
+        BackfillStopped,
+        backfill,
+        build_backfill_client,
+    )
+    from webhook_service.processing.stripe_client import is_live_key
     from webhook_service.web.services import get_services
 
     if account is not None and not (account.startswith("acct_") and len(account) > len("acct_")):
@@ -68,12 +77,24 @@ def backfill_command(only, since, account: str | None, dry_run: bool, restart: b
             "STRIPE_API_KEY is not set: backfill reads Stripe's list endpoints (a restricted key with "
             "read access to customers, invoices and credit notes)"
         )
+    key_mode = "live" if is_live_key(config.stripe_api_key) else "test"
+    if config.accept_mode not in ("any", key_mode):
+        startup.fail(
+            f"STRIPE_ACCEPT_MODE={config.accept_mode} but STRIPE_API_KEY is a {key_mode}-mode key: every "
+            f"object would be recorded as ignored; use a {config.accept_mode}-mode key, or set "
+            f"STRIPE_ACCEPT_MODE={key_mode} or any"
+        )
     services = get_services(build_app_or_exit(config=config))
     client = build_backfill_client(config, services.queue.connection)
     assert client is not None  # the key is set
     chosen = [name for name in LISTS if not only or name in only]
     parameters = {"only": chosen, "since": since.isoformat() if since else None, "account": account,
-                  "dry_run": dry_run, "restart": restart}  # fmt: skip
+                  "dry_run": dry_run, "restart": restart, "mode": key_mode}  # fmt: skip
+    try:  # first, so that even a SIGKILLed run leaves a row saying it started
+        action_id = audit.start_action(services.db, actor=current_actor(), action="backfill",
+                                       parameters=parameters)  # fmt: skip
+    except sa.exc.SQLAlchemyError as exc:
+        startup.fail(f"the database stopped answering ({error_first_line(str(exc), 200)})")
     shown = _Progress(dry_run)
     try:
         report = backfill(
@@ -86,6 +107,8 @@ def backfill_command(only, since, account: str | None, dry_run: bool, restart: b
         _print_totals(stopped.report)
         if isinstance(cause, StripeUnavailable) and cause.http_status in _REFUSED_KEY:
             message = _REFUSED_KEY[cause.http_status]
+        elif isinstance(cause, BackfillConflict):
+            message = str(cause)
         elif isinstance(cause, StripeAPIError):  # Stripe kept failing, or the shared budget is unreachable
             message = f"the backfill stopped: {error_first_line(str(cause), 200)}"
         elif isinstance(cause, eventlog.EventLogUnavailable | sa.exc.SQLAlchemyError):
@@ -93,19 +116,26 @@ def backfill_command(only, since, account: str | None, dry_run: bool, restart: b
         elif isinstance(cause, redis.RedisError):  # what was committed is queued: recovery wakes a drain
             message = f"Redis stopped answering ({type(cause).__name__})"
         else:
+            _audit(services.db, audit, action_id, stopped.report, error=type(cause).__name__)
             raise
-        _audit(services.db, audit, parameters, stopped.report, error=message)
+        _audit(services.db, audit, action_id, stopped.report, error=message)
         startup.fail(
             f"{message}; what was recorded is kept: run the same command again to resume after it"
             if not dry_run
             else message
         )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupted:
         shown.close()
+        if isinstance(interrupted, BackfillInterrupted):
+            _print_totals(interrupted.report)
+            report = interrupted.report
+            _audit(services.db, audit, action_id, report, error="interrupted", state="interrupted")
+        else:  # before the backfill began: nothing done
+            _audit_interrupted(services.db, audit, action_id)
         click.echo("Interrupted: what was recorded is kept; run the same command again to resume.", err=True)
         sys.exit(130)
     shown.close()
-    _audit(services.db, audit, parameters, report)
+    _audit(services.db, audit, action_id, report)
     _print_totals(report)
     if report.recorded and config.embedded_queue:
         click.echo("REDIS_URL is unset: a running `serve` picks them up within 30 s.")
@@ -167,7 +197,9 @@ def _print_totals(report: BackfillReport) -> None:
         if item.ignored:
             extra.append(f"{item.ignored} ignored (other mode)")
         if item.refused:
-            extra.append(f"{len(item.refused)} refused")
+            extra.append(f"{len(item.refused)} refused (below)")
+        if item.cursor_gone:
+            extra.append("resumed at its last object's second, that object being gone")
         if item.lines_completed:
             extra.append(f"{item.lines_completed} with their lines completed")
         if item.lines_incomplete:
@@ -175,6 +207,11 @@ def _print_totals(report: BackfillReport) -> None:
         detail = f"; {', '.join(extra)}" if extra else ""
         counts = f"{item.listed} listed, {item.recorded} recorded{detail}"
         click.echo(f"{item.resource}{scope}: {counts} ({where}, {state}).")
+        for object_id, reason in list(item.refused.items())[:REFUSED_SHOWN]:
+            shown_id = object_id if len(object_id) <= 60 else f"{object_id[:57]}…"
+            click.echo(f"  refused {shown_id}: {error_first_line(reason, 160)}")
+        if len(item.refused) > REFUSED_SHOWN:
+            click.echo(f"  … and {len(item.refused) - REFUSED_SHOWN} more refused (the audit row lists them)")
     retried = f", {report.retries} retried" if report.retries else ""
     click.echo(f"{report.requests} requests to Stripe{retried}.")
     if report.dry_run:
@@ -183,19 +220,28 @@ def _print_totals(report: BackfillReport) -> None:
         click.echo(f"Recorded {report.recorded} snapshots; the drains mirror them.")
 
 
-def _audit(db, audit, parameters: dict, report: BackfillReport, error: str | None = None) -> None:
-    result: dict = {
-        item.resource: {"listed": item.listed, "recorded": item.recorded, "duplicates": item.duplicates,
-                        "finished": item.finished}
-        for item in report.lists
-    }  # fmt: skip
+def _audit(
+    db, audit, action_id: int, report: BackfillReport, error: str | None = None, state: str | None = None
+) -> None:
+    """Complete the run's audit row (written when it started) with what it did."""
+    result: dict = {"state": state or ("stopped" if error else "finished")}
+    for item in report.lists:
+        result[item.resource] = {"listed": item.listed, "recorded": item.recorded,
+                                 "duplicates": item.duplicates, "finished": item.finished}  # fmt: skip
+        if item.refused:
+            result[item.resource]["refused"] = audit.ids_parameter(item.refused)
     result["requests"] = report.requests
     if error:
         result["error"] = error
     try:
-        audit.record_action(
-            db, actor=current_actor(), action="backfill", parameters=parameters, result=result
-        )
+        audit.finish_action(db, action_id, result)
     except Exception:  # noqa: BLE001 - the database may be what failed; the command says so itself
         if error is None:
             raise
+
+
+def _audit_interrupted(db, audit, action_id: int) -> None:
+    try:
+        audit.finish_action(db, action_id, {"state": "interrupted", "error": "interrupted"})
+    except Exception:  # noqa: BLE001 - interrupted mid-statement: the row still says it started
+        pass

@@ -33,6 +33,8 @@ class Failure:
     should_retry: str | None = None
     #: Answer this many matching requests normally first (fail the second page, not the first).
     after: int = 0
+    #: Send these bytes as the body instead of Stripe's JSON error (a proxy's HTML page).
+    raw: bytes | None = None
 
 
 @dataclass
@@ -106,10 +108,17 @@ class FakeStripe:
             return [r for r in self.state.requests if r.path.startswith(prefix)]
 
     def fail(
-        self, prefix: str, status: int, times: int = 1, retry_after=None, should_retry=None, after: int = 0
-    ) -> None:
+        self, prefix: str, status: int, times: int = 1, retry_after=None, should_retry=None, after: int = 0,
+        raw: bytes | None = None,
+    ) -> None:  # fmt: skip
         with self.lock:
-            self.state.failures.append(Failure(prefix, status, times, retry_after, should_retry, after))
+            self.state.failures.append(Failure(prefix, status, times, retry_after, should_retry, after, raw))
+
+    def delete(self, kind: str, object_id: str) -> None:
+        """Remove an object, as deleting it in Stripe would (a later `starting_after` at it is a 400)."""
+        with self.lock:
+            self.state.objects.pop(f"/v1/{kind}/{object_id}", None)
+            self.state.lines.pop(f"/v1/{kind}/{object_id}/lines", None)
 
     def paths(self) -> list[str]:
         with self.lock:
@@ -132,7 +141,7 @@ class FakeStripe:
     # ---- what the server answers -------------------------------------------------------
     def answer(
         self, path: str, params: list[tuple[str, str]], account: str | None = None
-    ) -> tuple[int, dict, dict]:
+    ) -> tuple[int, dict | bytes, dict]:
         with self.lock:
             if self.state.limit_per_second is not None:
                 now = time.monotonic()
@@ -152,18 +161,27 @@ class FakeStripe:
                         headers["Retry-After"] = failure.retry_after
                     if failure.should_retry is not None:
                         headers["Stripe-Should-Retry"] = failure.should_retry
-                    return failure.status, {"error": {"message": "scripted failure"}}, headers
+                    scripted = {"error": {"message": "scripted failure"}}
+                    return failure.status, failure.raw if failure.raw is not None else scripted, headers
             query = dict(params)
+            expand = {value for name, value in params if name == "expand[]"}
             if path in self.state.lines:
-                return 200, _page(path, self.state.lines[path], query), {}
-            if path == "/v1/events":
-                return 200, _page(path, self.state.events, query), {}
-            if path in _LISTABLE:
-                return 200, _page(path, self._listed(path, query, account), query), {}
+                items = self.state.lines[path]
+            elif path == "/v1/events":
+                items = self.state.events
+            elif path in _LISTABLE:
+                items = [_expanded(obj, expand, "data.") for obj in self._listed(path, query, account)]
+            else:
+                items = None
+            if items is not None:
+                after = query.get("starting_after")
+                if after is not None and after not in {item["id"] for item in items}:
+                    return 400, _resource_missing(after), {}  # Stripe's answer for a deleted cursor
+                return 200, _page(path, items, query), {}
             obj = self.state.objects.get(path)
             if obj is None:
                 return 404, {"error": {"message": f"No such object: {path.rsplit('/', 1)[-1]}"}}, {}
-            obj = copy.deepcopy(obj)
+            obj = _expanded(copy.deepcopy(obj), expand)
             if path + "/lines" in self.state.lines:
                 full = self.state.lines[path + "/lines"]
                 obj["lines"] = _page(path + "/lines", full, {"limit": str(EMBEDDED_LINES)})
@@ -202,6 +220,27 @@ _CREATED_FILTERS = {
 }
 
 
+#: Fields Stripe includes only when asked with `expand[]` (`data.` prefixed on a list).
+_INCLUDABLE = {"customer": ("invoice_credit_balance",)}
+
+
+def _expanded(obj: dict, expand: set[str], prefix: str = "") -> dict:
+    """The object without the includable fields that were not asked for."""
+    for name in _INCLUDABLE.get(obj.get("object") or "", ()):
+        if prefix + name not in expand:
+            obj.pop(name, None)
+    return obj
+
+
+def _resource_missing(object_id: str) -> dict:
+    return {
+        "error": {
+            "code": "resource_missing", "param": "starting_after", "type": "invalid_request_error",
+            "message": f"No such object: '{object_id}'",
+        }
+    }  # fmt: skip
+
+
 def _page(url: str, items: list[dict], query: dict) -> dict:
     limit = int(query.get("limit", "10"))
     start = 0
@@ -233,7 +272,7 @@ def _handler_for(fake: FakeStripe):
             else:
                 status, body, headers = fake.answer(parts.path, params, self.headers.get("Stripe-Account"))
             record.status = status
-            payload = json.dumps(body).encode()
+            payload = body if isinstance(body, bytes) else json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))

@@ -178,3 +178,26 @@ def test_without_the_budget_the_same_load_is_rate_limited(fake):
         except StripeUnavailable:
             failures += 1
     assert failures > 0 and fake.state.rate_limited == failures
+
+
+def test_a_200_whose_body_is_not_json_is_transient_unavailability_not_a_decode_error(fake):
+    # GIVEN a proxy in front of Stripe that answers 200 with an HTML page, twice, then Stripe itself
+    fake.put("customers", {"id": "cus_1", "object": "customer", "created": 1})
+    fake.fail("/v1/customers/cus_1", 200, times=2, raw=b"<html>gateway</html>")
+    client, waits = client_for(fake, max_attempts=2)
+    # WHEN the client gets the object with two attempts THEN it gives up as StripeUnavailable
+    with pytest.raises(StripeUnavailable, match="not a JSON object") as refused:
+        client.get("/v1/customers/cus_1")
+    assert refused.value.http_status == 200 and len(waits) == 1
+    # AND with a third attempt it reads the real answer
+    assert client.get("/v1/customers/cus_1")["id"] == "cus_1"
+
+
+def test_an_unknown_starting_after_is_a_400_resource_missing_with_its_param(fake):
+    fake.put("customers", {"id": "cus_1", "object": "customer", "created": 1})
+    client, _ = client_for(fake)
+    with pytest.raises(StripeUnavailable) as refused:
+        client.get("/v1/customers", [("starting_after", "cus_gone")])
+    error = refused.value
+    assert (error.http_status, error.stripe_code) == (400, "resource_missing")
+    assert error.stripe_param == "starting_after"

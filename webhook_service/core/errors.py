@@ -127,10 +127,20 @@ class StripeUnavailable(StripeAPIError):
     The event that needed it is retried later by the event retry policy, so the fetch is not lost.
     `retry_after` is how long Stripe (or the budget) asked us to wait, in seconds, when it said;
     `http_status` is Stripe's last answer, when there was one (an operator command tells a refused
-    key, 401, from an outage without quoting Stripe's message, which echoes part of the key).
+    key, 401, from an outage without quoting Stripe's message, which echoes part of the key);
+    `stripe_code` and `stripe_param` are its error's (`resource_missing`, `starting_after`), when it said.
     """
 
-    def __init__(self, message: str, retry_after: float | None = None, http_status: int | None = None):
+    def __init__(
+        self,
+        message: str,
+        retry_after: float | None = None,
+        http_status: int | None = None,
+        *,
+        stripe_code: str | None = None,
+        stripe_param: str | None = None,
+    ):
         super().__init__(message)
         self.retry_after = retry_after
         self.http_status = http_status
+        self.stripe_code, self.stripe_param = stripe_code, stripe_param

@@ -578,7 +578,7 @@ class ProcessHeartbeat(Base):
 class BackfillCursor(Base):
     """Where `webhook-service backfill` stands in one Stripe list (processing/backfill.py).
 
-    One row per list (`invoices`, `credit_notes`, `customers`) and scope, so a killed backfill
+    One row per list (`invoices`, `credit_notes`, `customers`), account and mode, so a killed backfill
     resumes after the last object it recorded instead of listing years of history again.
     """
 
@@ -588,11 +588,15 @@ class BackfillCursor(Base):
     resource: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
     #: The Connect account backfilled (`""` for the platform's own objects).
     account: Mapped[str] = mapped_column(sa.String(255), primary_key=True, default="")
+    #: The API key's mode (a test key and a live key list different objects, with different ids).
+    livemode: Mapped[bool] = mapped_column(sa.Boolean, primary_key=True, default=False)
     #: When this run started: the synthetic events of one run share it, so a resumed run's
     #: re-recorded objects are duplicates, not new snapshots.
     run_started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     #: The id of the last object recorded (Stripe's `starting_after`); null before the first page.
     starting_after: Mapped[str | None] = mapped_column(sa.String(255))
+    #: That object's `created`: when Stripe no longer has it, the list resumes at `created[lte]`.
+    starting_after_created: Mapped[int | None] = mapped_column(sa.BigInteger)
     listed: Mapped[int] = mapped_column(sa.Integer, default=0)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     #: Set when the list was read to its end; the next backfill starts a new run.

@@ -2,7 +2,10 @@
 
 Each write action (replay, resync, pause, resume, prune, console actions) records its own row,
 in the same transaction as its change where it has one, so the trail cannot miss an action that
-took effect. Rows are never updated or deleted by the service.
+took effect. Rows are never deleted by the service; the one exception to "never updated" is a
+long action that may be killed (backfill): its row is written when it starts (`start_action`,
+outcome `{"state": "started"}`) and completed when it ends (`finish_action`), so a SIGKILLed run
+still leaves a row saying who started what, and when.
 """
 
 from __future__ import annotations
@@ -69,6 +72,22 @@ def record_action(
     """Add an audit row in a transaction of its own (for actions that span many transactions)."""
     with db.sessions() as session, session.begin():
         record(session, actor=actor, action=action, parameters=parameters, result=result)
+
+
+def start_action(db: Database, *, actor: str, action: str, parameters: Mapping | None = None) -> int:
+    """Record that a long action started, in a transaction of its own; returns the row's id."""
+    with db.sessions() as session, session.begin():
+        row = record(session, actor=actor, action=action, parameters=parameters, result={"state": "started"})
+        session.flush()
+        return row.id
+
+
+def finish_action(db: Database, action_id: int, result: Mapping) -> None:
+    """Complete a `start_action` row with the action's outcome."""
+    with db.sessions() as session, session.begin():
+        row = session.get(OperatorAction, action_id)
+        if row is not None:
+            row.result = _jsonable(result)
 
 
 def list_actions(

@@ -7,15 +7,23 @@ entity; credit notes last, so they find their invoice), and records each object 
 event (processing/snapshots.py): a drain applies it through the same handlers and ordering rules
 as a webhook, so a snapshot never overwrites what a newer webhook said.
 
-Resumable: one cursor per list and account (`backfill_cursors`) holds the run's start second and
-the last object recorded. It moves only after a page's snapshots are committed to the event log,
-so a killed run resumes after its last committed page; the page in flight is read again and its
-objects, whose snapshot ids depend on the run's second only, are duplicates. Lists that finished
-since the interrupted run started are skipped; once every chosen list is finished, the next
-backfill starts a new run (a new second: a new observation of every object).
+Resumable: one cursor per list, account and mode (`backfill_cursors`; a test key and a live key
+list different objects) holds the run's start second and the last object recorded, with its
+`created`: when Stripe no longer has that object (deleted since), it refuses `starting_after` and
+the list resumes at `created[lte]` that second instead (what is read twice is a duplicate). The
+cursor moves only after a page's snapshots are committed to the event log, so a killed run
+resumes after its last committed page; the page in flight is read again and its objects, whose
+snapshot ids depend on the run's second only, are duplicates. Lists that finished since the
+interrupted run started are skipped; once every chosen list is finished, the next backfill
+starts a new run (a new second: a new observation of every object).
 
 Requests go through the one Stripe client (its shared budget, its retry policy with Retry-After)
 with an operator's patience, as resync's.
+
+One backfill per list, account and mode at a time: each cursor move is a compare-and-set on the
+position the page was read from, so a second run over the same list stops (`BackfillConflict`) at
+its first page instead of moving the cursor back and forth; a killed run holds nothing and never
+blocks the next one (no lease, no session-level lock, which transaction-pooling PgBouncer drops).
 """
 
 from __future__ import annotations
@@ -32,13 +40,13 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from webhook_service.core.config import Config
-from webhook_service.core.errors import StripeNotFound
+from webhook_service.core.errors import StripeNotFound, StripeUnavailable
 from webhook_service.core.models import BackfillCursor, utcnow
 from webhook_service.processing.db import Database
 from webhook_service.processing.queue import EventQueue
 from webhook_service.processing.resync import MAX_ATTEMPTS, MAX_WAIT_SECONDS
 from webhook_service.processing.snapshots import record_snapshots, snapshot_event
-from webhook_service.processing.stripe_client import PAGE_SIZE, StripeClient, build_client
+from webhook_service.processing.stripe_client import PAGE_SIZE, StripeClient, build_client, is_live_key
 
 logger = logging.getLogger(__name__)
 
@@ -66,11 +74,15 @@ class ListReport:
     #: Objects the run had listed before this invocation, and the last of them (from the cursor).
     listed_before: int = 0
     resumed_after: str | None = None
+    resumed_after_created: int | None = None
     listed: int = 0
     recorded: int = 0
     duplicates: int = 0
     ignored: int = 0
+    #: Objects the event log refused (an id longer than the mirror's columns): object id → reason.
     refused: dict[str, str] = field(default_factory=dict)
+    #: Times Stripe no longer had the cursor's object and the list resumed at its `created` second.
+    cursor_gone: int = 0
     #: Objects whose lines were completed from their own list endpoint.
     lines_completed: int = 0
     #: Objects Stripe no longer had when their lines were asked for (recorded with their first page).
@@ -102,6 +114,18 @@ class BackfillStopped(Exception):
     def __init__(self, report: BackfillReport):
         super().__init__("backfill stopped")
         self.report = report
+
+
+class BackfillInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a backfill; `report` says what it had done (committed pages stay)."""
+
+    def __init__(self, report: BackfillReport):
+        super().__init__("backfill interrupted")
+        self.report = report
+
+
+class BackfillConflict(Exception):
+    """Another backfill of the same list, account and mode moved the cursor: this one stops."""
 
 
 #: Called after each page: the list's report so far and how many objects the page held.
@@ -142,14 +166,19 @@ def backfill(
     if unknown:
         raise ValueError(f"unknown lists {sorted(unknown)!r}; expected some of {RESOURCES!r}")
     report = BackfillReport(account=account, dry_run=dry_run)
-    plan = _Plan(since, account, dry_run, accept_mode, progress, clock)
+    livemode = is_live_key(client.api_key)
+    plan = _Plan(since, account, livemode, dry_run, accept_mode, progress, clock)
     requests_before, retries_before = client.stats.requests, client.stats.retries
     try:
         ordered = [name for name in RESOURCES if name in chosen]
-        report.lists = _plan_runs(db, ordered, account, restart=restart, dry_run=dry_run, now=clock())
+        report.lists = _plan_runs(
+            db, ordered, account, livemode, restart=restart, dry_run=dry_run, now=clock()
+        )
         for item in report.lists:
             if not item.skipped:
                 _backfill_list(db, queue, client, item, plan)
+    except KeyboardInterrupt as exc:
+        raise BackfillInterrupted(report) from exc
     except Exception as exc:
         raise BackfillStopped(report) from exc
     finally:
@@ -164,6 +193,7 @@ class _Plan:
 
     since: datetime | None
     account: str | None
+    livemode: bool
     dry_run: bool
     accept_mode: str
     progress: Progress | None
@@ -175,14 +205,14 @@ def _backfill_list(
 ) -> None:
     account = plan.account
     params = [("created[gte]", str(int(plan.since.timestamp())))] if plan.since else []
+    if item.resource == "customers":  # else Stripe leaves out the credit in other currencies
+        params.append(("expand[]", "data.invoice_credit_balance"))
     run_second = int(item.run_started_at.timestamp())
-    cursor = item.resumed_after
+    cursor, cursor_created = item.resumed_after, item.resumed_after_created
     while True:
-        page_params = [*params, ("limit", str(PAGE_SIZE))]
-        if cursor:
-            page_params.append(("starting_after", cursor))
-        page = client.get(PATHS[item.resource], page_params, account=account)
-        fetched_at = int(plan.clock())  # the page shows its objects as of now: their observation second
+        # Taken before the request: a webhook created while Stripe answered still outranks the page.
+        fetched_at = int(plan.clock())
+        page = _read_page(client, item, params, cursor, cursor_created, account)
         objects = [obj for obj in page.get("data") or [] if isinstance(obj, dict) and obj.get("id")]
         has_more = bool(page.get("has_more")) and bool(objects)
         item.listed += len(objects)
@@ -197,16 +227,48 @@ def _backfill_list(
             item.recorded += recorded.recorded
             item.duplicates += recorded.duplicates
             item.ignored += recorded.ignored
-            item.refused.update(recorded.refused)
+            object_of = {event["id"]: event["data"]["object"]["id"] for event in events}
+            item.refused.update({str(object_of.get(k, k)): reason for k, reason in recorded.refused.items()})
             # Only now, with the page committed, does the cursor move past it.
-            last = objects[-1]["id"] if objects else cursor
-            _advance(db, item.resource, account, last, len(objects), finished=not has_more)
+            last, last_created = _position(objects[-1]) if objects else (cursor, cursor_created)
+            _advance(db, item, plan, (cursor, last, last_created), len(objects), finished=not has_more)
         if plan.progress is not None:
             plan.progress(item, len(objects))
         if not has_more:
             item.finished = True
             return
-        cursor = objects[-1]["id"]
+        cursor, cursor_created = _position(objects[-1])
+
+
+def _position(obj: dict) -> tuple[str, int | None]:
+    created = obj.get("created")
+    return obj["id"], created if isinstance(created, int) and not isinstance(created, bool) else None
+
+
+def _read_page(
+    client: StripeClient,
+    item: ListReport,
+    params: list[tuple[str, str]],
+    cursor: str | None,
+    cursor_created: int | None,
+    account: str | None,
+) -> dict:
+    """The page after `cursor`; when Stripe no longer has that object (400 resource_missing), the
+    page of objects created at or before its second, which repeats only objects of that second."""
+    page_params = [*params, ("limit", str(PAGE_SIZE))]
+    if not cursor:
+        return client.get(PATHS[item.resource], page_params, account=account)
+    try:
+        return client.get(PATHS[item.resource], [*page_params, ("starting_after", cursor)], account=account)
+    except StripeUnavailable as exc:
+        gone = exc.http_status == 400 and exc.stripe_code == "resource_missing"
+        if not gone or exc.stripe_param not in (None, "starting_after") or cursor_created is None:
+            raise
+    logger.warning("%s %s is gone: listing from its second (%d) on", item.resource, cursor, cursor_created)
+    item.cursor_gone += 1
+    return client.get(
+        PATHS[item.resource], [*page_params, ("created[lte]", str(cursor_created))], account=account
+    )
 
 
 def _with_all_lines(client: StripeClient, item: ListReport, obj: dict, account: str | None) -> dict:
@@ -225,12 +287,19 @@ def _with_all_lines(client: StripeClient, item: ListReport, obj: dict, account: 
     return {**obj, "lines": {**lines, "data": full, "has_more": False}}
 
 
-def _key(resource: str, account: str | None) -> tuple[str, str]:
-    return resource, account or PLATFORM
+def _key(resource: str, account: str | None, livemode: bool) -> tuple[str, str, bool]:
+    return resource, account or PLATFORM, livemode
 
 
 def _plan_runs(
-    db: Database, resources: list[str], account: str | None, *, restart: bool, dry_run: bool, now: float
+    db: Database,
+    resources: list[str],
+    account: str | None,
+    livemode: bool,
+    *,
+    restart: bool,
+    dry_run: bool,
+    now: float,
 ) -> list[ListReport]:
     """Each chosen list's part in this invocation, decided and saved in one transaction.
 
@@ -240,7 +309,9 @@ def _plan_runs(
     `restart`) starts a new run, saved before any page is read.
     """
     with db.sessions() as session, session.begin():
-        stmt = sa.select(BackfillCursor).where(BackfillCursor.account == (account or PLATFORM))
+        stmt = sa.select(BackfillCursor).where(
+            BackfillCursor.account == (account or PLATFORM), BackfillCursor.livemode == livemode
+        )
         rows = {row.resource: row for row in session.scalars(stmt)}
         unfinished = [rows[r] for r in resources if r in rows and rows[r].finished_at is None]
         begun = None if restart or not unfinished else min(row.run_started_at for row in unfinished)
@@ -250,20 +321,21 @@ def _plan_runs(
             if begun is not None and row is not None and row.finished_at is None:
                 plan.append(
                     ListReport(resource, row.run_started_at, resumed=row.starting_after is not None,
-                               listed_before=row.listed, resumed_after=row.starting_after)
+                               listed_before=row.listed, resumed_after=row.starting_after,
+                               resumed_after_created=row.starting_after_created)
                 )  # fmt: skip
             elif begun is not None and row is not None and row.finished_at and row.finished_at >= begun:
                 plan.append(ListReport(resource, row.run_started_at, skipped=True, finished=True))
             else:
-                plan.append(ListReport(resource, _new_run(session, row, resource, account, now, dry_run)))
+                second = _new_run(session, row, _key(resource, account, livemode), now, dry_run)
+                plan.append(ListReport(resource, second))
         return plan
 
 
 def _new_run(
     session: Session,
     row: BackfillCursor | None,
-    resource: str,
-    account: str | None,
+    key: tuple[str, str, bool],
     now: float,
     dry_run: bool,
 ) -> datetime:
@@ -274,22 +346,56 @@ def _new_run(
     if dry_run:
         return second
     if row is None:
-        row = BackfillCursor(resource=resource, account=account or PLATFORM)
+        row = BackfillCursor(resource=key[0], account=key[1], livemode=key[2])
         session.add(row)
     row.run_started_at, row.starting_after, row.listed = second, None, 0
+    row.starting_after_created = None
     row.updated_at, row.finished_at = utcnow(), None
     return second
 
 
 def _advance(
-    db: Database, resource: str, account: str | None, last_id: str | None, count: int, *, finished: bool
+    db: Database,
+    item: ListReport,
+    plan: _Plan,
+    move: tuple[str | None, str | None, int | None],
+    count: int,
+    *,
+    finished: bool,
 ) -> None:
+    """Move the cursor from where the page was read (`move[0]`) past it, if it is still there.
+
+    :raises BackfillConflict: another backfill of the list moved it (or started a new run) since.
+    """
+    read_after, last_id, last_created = move
+    resource, account, livemode = _key(item.resource, plan.account, plan.livemode)
+    now = utcnow()
+    values: dict = {"starting_after": last_id, "starting_after_created": last_created,
+                    "listed": BackfillCursor.listed + count, "updated_at": now}  # fmt: skip
+    if finished:
+        values["finished_at"] = now
+    where = [BackfillCursor.resource == resource, BackfillCursor.account == account,
+             BackfillCursor.livemode == livemode]  # fmt: skip
     with db.sessions() as session, session.begin():
-        row = session.get(BackfillCursor, _key(resource, account))
-        if row is None:  # removed by hand mid-run: nothing to advance, the next run starts afresh
+        moved = session.execute(  # type: ignore[attr-defined]  # a CursorResult for an UPDATE
+            sa.update(BackfillCursor)
+            .where(
+                *where,
+                BackfillCursor.run_started_at == item.run_started_at,
+                BackfillCursor.finished_at.is_(None),
+                BackfillCursor.starting_after.is_(None)
+                if read_after is None
+                else BackfillCursor.starting_after == read_after,
+            )  # fmt: skip
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if moved:
             return
-        row.starting_after = last_id
-        row.listed += count
-        row.updated_at = utcnow()
-        if finished:
-            row.finished_at = row.updated_at
+        if session.scalar(sa.select(sa.func.count()).select_from(BackfillCursor).where(*where)) == 0:
+            return  # removed by hand mid-run: nothing to advance, the next run starts afresh
+    mode = "live" if livemode else "test"
+    scope = f"{account or 'the platform'}, {mode} mode"
+    raise BackfillConflict(
+        f"another backfill of {resource} ({scope}) moved its cursor: run one backfill per list at a time"
+    )

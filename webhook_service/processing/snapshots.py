@@ -10,6 +10,7 @@ webhook, and a webhook created after the fetch outranks it (docs/design.md §7).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -19,7 +20,7 @@ from handlers.ordering import FETCHED_AT
 from webhook_service.core.errors import InvalidPayload
 from webhook_service.processing import eventlog
 from webhook_service.processing.db import Database
-from webhook_service.processing.envelope import parse_envelope
+from webhook_service.processing.envelope import MAX_EVENT_ID_LENGTH, parse_envelope
 from webhook_service.processing.queue import EventQueue
 
 #: The event type a fetched object of each kind is recorded as.
@@ -55,12 +56,17 @@ def snapshot_event(
     """The synthetic event that carries `obj` as fetched at `fetched_at`.
 
     The id depends on the object and the run only, so recording the same object twice in one run
-    (a resumed backfill re-reading its last page) is a duplicate, not a second snapshot.
+    (a resumed backfill re-reading its last page) is a duplicate, not a second snapshot. An object
+    id too long for the event log's key is replaced there by its digest (`data.object` keeps it).
     """
     kind = str(obj.get("object"))
+    event_id = f"{source}_{obj.get('id')}_{run_second}"
+    if len(event_id) > MAX_EVENT_ID_LENGTH:
+        digest = hashlib.sha256(str(obj.get("id")).encode()).hexdigest()[:40]
+        event_id = f"{source}_sha256-{digest}_{run_second}"
     return {
         "object": "event",
-        "id": f"{source}_{obj.get('id')}_{run_second}",
+        "id": event_id,
         "type": EVENT_TYPE_OF.get(kind, f"{kind}.updated"),
         "created": fetched_at,
         FETCHED_AT: fetched_at,

@@ -132,6 +132,7 @@ class StripeClient:
             self.stats.count(endpoint)
             retry_after: float | None = None
             status: int | None = None
+            body: dict | None = None
             try:
                 response = self.session.get(
                     self.api_base + path, params=list(params), headers=headers, timeout=REQUEST_TIMEOUT
@@ -139,20 +140,28 @@ class StripeClient:
             except requests.RequestException as exc:
                 reason, should_retry = type(exc).__name__, True
             else:
-                if response.status_code == 200:
-                    return response.json()
+                body = _json_object(response)
+                if response.status_code == 200 and body is not None:
+                    return body
                 if response.status_code == 404:
                     raise StripeNotFound(f"{endpoint}: {_error_message(response)}")
                 status = response.status_code
-                reason = f"HTTP {response.status_code}: {_error_message(response)}"
-                should_retry = _should_retry(response)
+                if status == 200:  # a proxy's or a gateway's page: nothing Stripe would send, transient
+                    reason, should_retry = "HTTP 200 with a body that is not a JSON object", True
+                else:
+                    reason = f"HTTP {response.status_code}: {_error_message(response)}"
+                    should_retry = _should_retry(response)
                 retry_after = _retry_after(response)
             wait = self._backoff(attempt, retry_after)
             if not should_retry or attempt == self.max_attempts or wait > self.max_sleep:
+                error = (body or {}).get("error")
+                error = error if isinstance(error, dict) else {}
                 raise StripeUnavailable(
                     f"{endpoint} failed after {attempt} attempt(s): {reason}",
                     retry_after=max(wait, retry_after or 0),
                     http_status=status,
+                    stripe_code=error.get("code") if isinstance(error.get("code"), str) else None,
+                    stripe_param=error.get("param") if isinstance(error.get("param"), str) else None,
                 )
             self.stats.retries += 1
             logger.warning("%s: %s; retrying in %.2fs (attempt %d)", endpoint, reason, wait, attempt)
@@ -212,6 +221,15 @@ def _retry_after(response: requests.Response) -> float | None:
         return max(0.0, float(raw)) if raw else None
     except ValueError:
         return None  # an HTTP date: Stripe sends seconds; fall back to our own backoff
+
+
+def _json_object(response: requests.Response) -> dict | None:
+    """The body as a JSON object, or None when it is not one (an HTML error page, a truncated body)."""
+    try:
+        body = response.json()
+    except ValueError:  # requests' JSONDecodeError is one
+        return None
+    return body if isinstance(body, dict) else None
 
 
 def _error_message(response: requests.Response) -> str:

@@ -5,10 +5,11 @@ Revises: 0013
 Create Date: 2026-12-07 05:45:00
 
 `webhook-service backfill` pages through Stripe's list endpoints for years of history; its cursor
-per list (and Connect account) lets a killed run resume where it stopped. `webhook-service
-reconcile` records each run's drift per field, which /metrics reports. A ledger row whose amount a
-pre-basil credit note leaves out (it refunds and credits the balance without saying how much of
-each) keeps its upper bound in `at_most`; the column is nullable, so adding it rewrites nothing.
+per list, Connect account and mode (test or live key) lets a killed run resume where it stopped.
+`webhook-service reconcile` records each run's drift per field, which /metrics reports. A ledger
+row whose amount a pre-basil credit note leaves out (it refunds and credits the balance without
+saying how much of each) keeps its upper bound in `at_most`; the column is nullable, so adding
+it rewrites nothing.
 """
 
 import sqlalchemy as sa
@@ -25,12 +26,14 @@ def upgrade() -> None:
         "backfill_cursors",
         sa.Column("resource", sa.String(length=32), nullable=False),
         sa.Column("account", sa.String(length=255), nullable=False),
+        sa.Column("livemode", sa.Boolean(), nullable=False),
         sa.Column("run_started_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("starting_after", sa.String(length=255), nullable=True),
+        sa.Column("starting_after_created", sa.BigInteger(), nullable=True),
         sa.Column("listed", sa.Integer(), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
-        sa.PrimaryKeyConstraint("resource", "account", name=op.f("pk_backfill_cursors")),
+        sa.PrimaryKeyConstraint("resource", "account", "livemode", name=op.f("pk_backfill_cursors")),
     )
     op.create_table(
         "reconcile_runs",
