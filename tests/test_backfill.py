@@ -162,6 +162,7 @@ def count(services, model) -> int:
 # ---- the whole history, once ---------------------------------------------------------------------
 
 
+@pytest.mark.pgbouncer  # every feature works through transaction pooling
 def test_backfill_records_every_object_once_with_all_its_lines_and_a_drain_mirrors_them(
     app, services, fake, env
 ):
@@ -252,6 +253,7 @@ def test_connect_account_backfill_asks_with_stripe_account_and_mirrors_the_accou
 # ---- resuming --------------------------------------------------------------------------------------
 
 
+@pytest.mark.pgbouncer  # every feature works through transaction pooling
 def test_a_stopped_backfill_resumes_after_its_last_recorded_page(app, services, fake):
     history = put_history(fake, "resume", customers=120, invoices=250, credit_notes=30)
     fake.fail("/v1/invoices", 500, should_retry="false", after=1)  # the second page of invoices
@@ -617,6 +619,7 @@ def test_a_key_of_the_mode_accept_mode_ignores_is_refused_at_start(app, services
     assert fake.state.requests == [] and backfill_actions(services) == []
 
 
+@pytest.mark.pgbouncer  # every feature works through transaction pooling
 def test_a_second_backfill_of_the_same_list_stops_the_first_instead_of_moving_its_cursor(app, services, fake):
     # GIVEN a backfill of 250 customers, and a second one of the same list run after its first page
     history = put_history(fake, "twice", customers=250, invoices=0, credit_notes=0)
