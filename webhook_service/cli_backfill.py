@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING
 import click
 
 from webhook_service import startup
-from webhook_service.cli_support import WHEN, WHEN_HELP, build_app_or_exit, current_actor, error_first_line
+from webhook_service.cli_support import (
+    REFUSED_KEY,
+    WHEN,
+    WHEN_HELP,
+    build_app_or_exit,
+    current_actor,
+    error_first_line,
+)
 
 if TYPE_CHECKING:  # loaded when the command runs, not for `--help`
     from click._termui_impl import ProgressBar
@@ -22,12 +29,6 @@ LISTS = ("customers", "invoices", "credit_notes")
 LINE_EVERY_PAGES = 10
 #: Refused objects named in the totals, per list (the audit row keeps as many).
 REFUSED_SHOWN = 10
-#: A refused key: Stripe's own message would echo part of it, so it is never shown.
-_REFUSED_KEY = {
-    401: "Stripe refused STRIPE_API_KEY (HTTP 401): the key is wrong, revoked or for another account",
-    403: "STRIPE_API_KEY may not read this list (HTTP 403): give the restricted key read access to "
-    "customers, invoices and credit notes",
-}
 
 
 @click.command("backfill")
@@ -105,8 +106,8 @@ def backfill_command(only, since, account: str | None, dry_run: bool, restart: b
         shown.close()
         cause = stopped.__cause__
         _print_totals(stopped.report)
-        if isinstance(cause, StripeUnavailable) and cause.http_status in _REFUSED_KEY:
-            message = _REFUSED_KEY[cause.http_status]
+        if isinstance(cause, StripeUnavailable) and cause.http_status in REFUSED_KEY:
+            message = REFUSED_KEY[cause.http_status]
         elif isinstance(cause, BackfillConflict):
             message = str(cause)
         elif isinstance(cause, StripeAPIError):  # Stripe kept failing, or the shared budget is unreachable

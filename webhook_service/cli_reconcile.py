@@ -10,7 +10,15 @@ from datetime import UTC, datetime, timedelta
 import click
 
 from webhook_service import startup
-from webhook_service.cli_support import WHEN, WHEN_HELP, build_app_or_exit, current_actor, print_table
+from webhook_service.cli_support import (
+    REFUSED_KEY,
+    WHEN,
+    WHEN_HELP,
+    build_app_or_exit,
+    current_actor,
+    error_first_line,
+    print_table,
+)
 
 #: Stripe's id shapes, checked before any request (a typo would compare nothing and say "no drift").
 _CUSTOMER_ID = re.compile(r"^cus_[A-Za-z0-9]+$")
@@ -72,7 +80,7 @@ def reconcile_command(since, customer_id, account, limit, repair: bool, as_json:
         raise click.UsageError(f"--since ({since.isoformat(timespec='seconds')}) is in the future")
     import sqlalchemy as sa
 
-    from webhook_service.core.errors import StripeAPIError
+    from webhook_service.core.errors import StripeAPIError, StripeUnavailable
     from webhook_service.processing import reconcile
     from webhook_service.processing.eventlog import EventLogUnavailable
     from webhook_service.web.services import get_services
@@ -103,8 +111,12 @@ def reconcile_command(since, customer_id, account, limit, repair: bool, as_json:
             repair=repair,
             accept_mode=config.accept_mode,
         )
+    except StripeUnavailable as exc:
+        if exc.http_status in REFUSED_KEY:
+            startup.fail(f"reconcile stopped: {REFUSED_KEY[exc.http_status]}")
+        startup.fail(f"reconcile stopped, Stripe kept failing: {error_first_line(str(exc), 200)}")
     except StripeAPIError as exc:
-        startup.fail(f"reconcile stopped, Stripe kept failing: {exc}")
+        startup.fail(f"reconcile stopped, Stripe kept failing: {error_first_line(str(exc), 200)}")
     except (sa.exc.SQLAlchemyError, EventLogUnavailable) as exc:
         startup.fail(
             f"reconcile stopped, the database failed ({type(exc).__name__}); run it again once it answers "

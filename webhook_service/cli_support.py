@@ -22,6 +22,13 @@ if TYPE_CHECKING:  # commands load the app stack when they run, not at import (f
 #: Relative times: a number and a unit, meaning that long ago (`90m`, `2h`, `3d`, `1w`).
 _RELATIVE = re.compile(r"^\s*(\d+)\s*(s|m|min|h|d|w)\s*$", re.IGNORECASE)
 _UNITS = {"s": "seconds", "m": "minutes", "min": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+#: What an operator command says when Stripe refuses its key: Stripe's own message would echo
+#: part of the key (`sk_test_****abcd`), so it is never shown.
+REFUSED_KEY = {
+    401: "Stripe refused STRIPE_API_KEY (HTTP 401): the key is wrong, revoked or for another account",
+    403: "STRIPE_API_KEY may not read this list (HTTP 403): give the restricted key read access to "
+    "customers, invoices and credit notes (or check that --account is connected)",
+}
 WHEN_HELP = "a date or time in UTC (2026-11-01, 2026-11-01T12:00) or a time ago (30m, 2h, 3d, 1w)"
 
 

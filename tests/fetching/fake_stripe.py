@@ -268,7 +268,14 @@ def _handler_for(fake: FakeStripe):
             if fake.state.latency:
                 time.sleep(fake.state.latency)
             if self.headers.get("Authorization") != f"Bearer {fake.state.api_key}":
-                status, body, headers = 401, {"error": {"message": "Invalid API Key provided"}}, {}
+                # As Stripe words it: the key's last four characters are in the message.
+                sent = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
+                message = f"Invalid API Key provided: {sent[:8]}****{sent[-4:]}"
+                status, body, headers = (
+                    401,
+                    {"error": {"message": message, "type": "invalid_request_error"}},
+                    {},
+                )
             else:
                 status, body, headers = fake.answer(parts.path, params, self.headers.get("Stripe-Account"))
             record.status = status

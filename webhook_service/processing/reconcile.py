@@ -217,7 +217,12 @@ class _Comparison:
         params = [("created[gte]", str(int(self.window.since.timestamp())))]
         if self.window.customer:
             params.append(("customer", self.window.customer))
-        for obj in self.client.list_all("/v1/invoices", params, **self.options):
+        requested = [int(self.clock())]  # the second the current page was asked for
+
+        def stamp() -> None:
+            requested[0] = int(self.clock())
+
+        for obj in self.client.list_all("/v1/invoices", params, before_page=stamp, **self.options):
             if self.window.limit is not None and len(self.listed) >= self.window.limit:
                 self.limited = True
                 break
@@ -227,7 +232,7 @@ class _Comparison:
             created = obj.get("created")
             if isinstance(created, int) and (self.oldest_created is None or created < self.oldest_created):
                 self.oldest_created = created
-            page.append((obj, int(self.clock())))
+            page.append((obj, requested[0]))
             if len(page) >= CHUNK:
                 self._compare_invoices(page)
                 page = []
@@ -299,6 +304,7 @@ class _Comparison:
         with self.db.sessions() as session:
             unlisted = [invoice_id for invoice_id in session.scalars(stmt) if invoice_id not in self.listed]
         for invoice_id in unlisted:
+            asked_at = int(self.clock())  # before the request: a webhook created meanwhile stays newer
             raw = self.client.retrieve(f"/v1/invoices/{invoice_id}", **self.options)
             with self.db.sessions() as session:
                 row = session.get(Invoice, invoice_id)
@@ -308,15 +314,14 @@ class _Comparison:
                     self.report.invoices += 1
                     self.report.note(GONE, {"id": invoice_id, "mirror": _mirror_status(row), "stripe": None})
                 else:
-                    self._compare_invoice(raw, row, int(self.clock()))
+                    self._compare_invoice(raw, row, asked_at)
 
     # ---- customers ---------------------------------------------------------------------
     def _compare_customers(self) -> None:
         ids = list(self.customer_ids)
         for start in range(0, len(ids), CHUNK):
             chunk = ids[start : start + CHUNK]
-            fetched = [(cid, self.client.retrieve(f"/v1/customers/{cid}", params=_CREDIT_MAP, **self.options),
-                        int(self.clock())) for cid in chunk]  # fmt: skip
+            fetched = [self._fetch_customer(cid) for cid in chunk]
             with self.db.sessions() as session:
                 stmt = (
                     sa.select(Customer).where(Customer.id.in_(chunk)).options(selectinload(Customer.balances))
@@ -324,6 +329,12 @@ class _Comparison:
                 rows = {row.id: row for row in session.scalars(stmt)}
                 for customer_id, raw, fetched_at in fetched:
                     self._compare_customer(customer_id, raw, rows.get(customer_id), fetched_at)
+
+    def _fetch_customer(self, customer_id: str) -> tuple[str, dict | None, int]:
+        """The customer as Stripe has it, dated by the second it was asked for."""
+        asked_at = int(self.clock())
+        raw = self.client.retrieve(f"/v1/customers/{customer_id}", params=_CREDIT_MAP, **self.options)
+        return customer_id, raw, asked_at
 
     def _compare_customer(
         self, customer_id: str, raw: dict | None, row: Customer | None, fetched_at: int

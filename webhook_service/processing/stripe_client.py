@@ -176,14 +176,26 @@ class StripeClient:
             return None
 
     def list_all(
-        self, path: str, params: Sequence[tuple[str, str]] = (), *, starting_after: str | None = None, **opts
+        self,
+        path: str,
+        params: Sequence[tuple[str, str]] = (),
+        *,
+        starting_after: str | None = None,
+        before_page: Callable[[], None] | None = None,
+        **opts,
     ) -> Iterator[dict]:
-        """Every item of a list endpoint, page after page (`starting_after` the last id seen)."""
+        """Every item of a list endpoint, page after page (`starting_after` the last id seen).
+
+        :param before_page: called before each page is requested (a caller dating what it reads
+            by the request, not the answer, so a webhook created meanwhile stays newer).
+        """
         cursor = starting_after
         while True:
             page_params = [*params, ("limit", str(PAGE_SIZE))]
             if cursor:
                 page_params.append(("starting_after", cursor))
+            if before_page is not None:
+                before_page()
             page = self.get(path, page_params, **opts)
             data = page.get("data") or []
             yield from data
