@@ -376,6 +376,22 @@ def test_the_daily_schedule_is_read_once_and_off_by_default():
     check_role(no_key.with_overrides(stripe_api_key=KEY), "scheduler")
 
 
+@pytest.mark.parametrize(("accept", "key"), [("live", KEY), ("test", "sk_live_fake")])
+def test_a_key_of_the_mode_accept_mode_ignores_is_refused_before_anything_runs(services, env, accept, key):
+    """Every repair would be recorded as ignored, and the drift reported forever."""
+    result = run(env, "--repair", STRIPE_ACCEPT_MODE=accept, STRIPE_API_KEY=key)
+    assert result.exit_code == 2
+    assert f"STRIPE_ACCEPT_MODE={accept} but STRIPE_API_KEY is a" in result.stderr
+    assert key not in result.output
+    with services.db.sessions() as session:
+        assert session.scalars(sa.select(ReconcileRun)).all() == []
+    daily = load_config({"RECONCILE_TIME": "04:15", "REDIS_URL": "redis://127.0.0.1:1/0",
+                         "STRIPE_API_KEY": key, "STRIPE_ACCEPT_MODE": accept})  # fmt: skip
+    for role in ("scheduler", "worker"):
+        with pytest.raises(ConfigError, match=f"RECONCILE_TIME is set, but STRIPE_ACCEPT_MODE={accept}"):
+            check_role(daily, role)
+
+
 def test_the_scheduler_leader_runs_it_daily_and_a_worker_repairs(app, services, drifted):
     book, lives = drifted
     config = services.config.with_overrides(reconcile_time_utc="04:15", reconcile_repair=True)

@@ -17,6 +17,7 @@ from webhook_service.cli_support import (
     current_actor,
     error_first_line,
 )
+from webhook_service.core.config import key_mode_conflict
 
 if TYPE_CHECKING:  # loaded when the command runs, not for `--help`
     from click._termui_impl import ProgressBar
@@ -78,13 +79,9 @@ def backfill_command(only, since, account: str | None, dry_run: bool, restart: b
             "STRIPE_API_KEY is not set: backfill reads Stripe's list endpoints (a restricted key with "
             "read access to customers, invoices and credit notes)"
         )
+    if conflict := key_mode_conflict(config):
+        startup.fail(conflict)
     key_mode = "live" if is_live_key(config.stripe_api_key) else "test"
-    if config.accept_mode not in ("any", key_mode):
-        startup.fail(
-            f"STRIPE_ACCEPT_MODE={config.accept_mode} but STRIPE_API_KEY is a {key_mode}-mode key: every "
-            f"object would be recorded as ignored; use a {config.accept_mode}-mode key, or set "
-            f"STRIPE_ACCEPT_MODE={key_mode} or any"
-        )
     services = get_services(build_app_or_exit(config=config))
     client = build_backfill_client(config, services.queue.connection)
     assert client is not None  # the key is set

@@ -19,6 +19,7 @@ from webhook_service.cli_support import (
     error_first_line,
     print_table,
 )
+from webhook_service.core.config import key_mode_conflict
 
 #: Stripe's id shapes, checked before any request (a typo would compare nothing and say "no drift").
 _CUSTOMER_ID = re.compile(r"^cus_[A-Za-z0-9]+$")
@@ -91,6 +92,8 @@ def reconcile_command(since, customer_id, account, limit, repair: bool, as_json:
             "STRIPE_API_KEY is not set: reconcile reads Stripe's invoices and customers "
             "(a restricted key with read access to both is enough)"
         )
+    if conflict := key_mode_conflict(config):
+        startup.fail(conflict)
     app = build_app_or_exit(config=config)
     services = get_services(app)
     client = reconcile.build_reconcile_client(config, services.queue.connection)

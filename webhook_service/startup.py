@@ -21,7 +21,7 @@ import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Literal, NoReturn
 
-from webhook_service.core.config import Config, load_config, require_secrets
+from webhook_service.core.config import Config, key_mode_conflict, load_config, require_secrets
 from webhook_service.core.errors import ConfigError
 
 if TYPE_CHECKING:  # the app stack is imported only when a process builds it (fast `--help`)
@@ -82,6 +82,12 @@ def check_role(config: Config, role: Role) -> None:
             "RECONCILE_TIME is set but STRIPE_API_KEY is not: the daily reconcile reads Stripe's invoices "
             "and customers; set the key on the scheduler and the workers, or unset RECONCILE_TIME"
         )
+    if (
+        role in ("scheduler", "worker")
+        and config.reconcile_time_utc
+        and (conflict := key_mode_conflict(config))
+    ):
+        raise ConfigError(f"RECONCILE_TIME is set, but {conflict}")
 
 
 def check_database(database: Database, url: str, *, auto_upgrade: bool = False) -> None:

@@ -353,3 +353,26 @@ def require_secrets(config: Config) -> None:
             "STRIPE_WEBHOOK_SECRETS is not set. Set it to the endpoint's signing secret (whsec_…); "
             "several may be given, comma-separated, while rolling a secret"
         )
+
+
+def is_live_key(api_key: str) -> bool:
+    """Live keys are `sk_live_…` / `rk_live_…`; everything else runs against a sandbox."""
+    return "_live_" in api_key[:8]
+
+
+def key_mode_conflict(config: Config) -> str | None:
+    """Why STRIPE_API_KEY cannot serve backfill or reconcile under STRIPE_ACCEPT_MODE, or None.
+
+    A key reads its own mode's objects only; with the other mode accepted, every object fetched
+    would be recorded as ignored and the mirror would never hold what it is compared with.
+    """
+    if not config.stripe_api_key:
+        return None
+    key_mode = "live" if is_live_key(config.stripe_api_key) else "test"
+    if config.accept_mode in ("any", key_mode):
+        return None
+    return (
+        f"STRIPE_ACCEPT_MODE={config.accept_mode} but STRIPE_API_KEY is a {key_mode}-mode key: every "
+        f"object would be recorded as ignored; use a {config.accept_mode}-mode key, or set "
+        f"STRIPE_ACCEPT_MODE={key_mode} or any"
+    )

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import redis
 import requests
 
-from webhook_service.core.config import Config
+from webhook_service.core.config import Config, is_live_key
 from webhook_service.core.errors import StripeNotFound, StripeUnavailable
 from webhook_service.processing.stripe_budget import BudgetExhausted, RequestBudget
 
@@ -54,11 +54,6 @@ def endpoint_of(method: str, path: str) -> str:
     """The endpoint a request counts against: ids replaced by `{id}` (`GET /v1/invoices/{id}/lines`)."""
     parts = ["{id}" if _ID_SEGMENT.match(part) else part for part in path.split("/")]
     return f"{method} {'/'.join(parts)}"
-
-
-def is_live_key(api_key: str) -> bool:
-    """Live keys are `sk_live_…` / `rk_live_…`; everything else runs against a sandbox."""
-    return "_live_" in api_key[:8]
 
 
 @dataclass
