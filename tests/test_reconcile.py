@@ -258,6 +258,12 @@ def test_metrics_show_the_last_runs_drift_by_field(app, client, env, drifted):
     assert samples[("stripe_webhook_reconcile_drift", (("field", "credit_balance"),))] == 1
     assert samples[("stripe_webhook_reconcile_drift", (("field", "gone"),))] == 0
     assert samples[("stripe_webhook_reconcile_repaired_total", ())] == 0
+    whole_run_at = samples[("stripe_webhook_reconcile_last_run_timestamp_seconds", ())]
+    # A narrower check that finds nothing (a customer with no invoices) clears nothing.
+    assert run(env, "--customer", "cus_1NobodyAtAll000000000").exit_code == 0
+    after = scrape(client)
+    assert after[("stripe_webhook_reconcile_drift", (("field", "missing"),))] == 1
+    assert after[("stripe_webhook_reconcile_last_run_timestamp_seconds", ())] == whole_run_at
 
 
 def test_an_invoice_stripe_no_longer_has_is_gone_and_only_reported(app, services, stripe, fake, env):

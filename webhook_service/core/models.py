@@ -617,5 +617,10 @@ class ReconcileRun(Base):
     #: Field name → number of invoices (or customers) whose mirrored value differs from Stripe's.
     drift: Mapped[dict] = mapped_column(sa.JSON, default=dict)
     repaired: Mapped[int] = mapped_column(sa.Integer, default=0)
+    #: What the run compared (`since`, `customer`, `account`, `limit`).
+    scope: Mapped[dict] = mapped_column(sa.JSON, default=dict)
+    #: True for a run over the whole window (no customer, account or limit): only such a run says
+    #: the mirror has no drift, so /metrics reports the newest of these, never a narrower check.
+    whole: Mapped[bool] = mapped_column(sa.Boolean, default=True)
 
     __table_args__ = (sa.Index("ix_reconcile_runs_started_at", "started_at"),)

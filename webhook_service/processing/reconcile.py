@@ -169,7 +169,7 @@ def reconcile(
     :raises StripeAPIError: Stripe kept failing (the run stays unfinished; the audit says why).
     """
     report = ReconcileReport(window=window, started_at=utcnow(), repair=repair)
-    report.run_id = _start_run(db, actor, report.started_at)
+    report.run_id = _start_run(db, actor, report.started_at, window)
     try:
         fixes = _Comparison(db, client, window, report, clock, live=is_live_key(client.api_key)).run()
         if repair and fixes:
@@ -393,9 +393,13 @@ def _record_fixes(
     report.not_recorded = {reason: count for reason, count in not_recorded.items() if count}
 
 
-def _start_run(db: Database, actor: str, started_at: datetime) -> int:
+def _start_run(db: Database, actor: str, started_at: datetime, window: Window) -> int:
+    whole = window.customer is None and window.account is None and window.limit is None
     with db.sessions() as session, session.begin():
-        run = ReconcileRun(started_at=started_at, actor=actor[:255], checked=0, drift={}, repaired=0)
+        run = ReconcileRun(
+            started_at=started_at, actor=actor[:255], checked=0, drift={}, repaired=0,
+            scope=window.as_dict(), whole=whole,
+        )  # fmt: skip
         session.add(run)
         session.flush()
         return run.id
@@ -432,10 +436,11 @@ def _parameters(report: ReconcileReport) -> dict:
 
 
 def last_run(session: Session) -> ReconcileRun | None:
-    """The newest finished run (what /metrics reports)."""
+    """The newest finished run over the whole window (what /metrics reports): a run scoped to a
+    customer, an account or a limit checked less, so its "no drift" must not clear the alert."""
     stmt = (
         sa.select(ReconcileRun)
-        .where(ReconcileRun.finished_at.is_not(None))
+        .where(ReconcileRun.finished_at.is_not(None), ReconcileRun.whole.is_(True))
         .order_by(ReconcileRun.started_at.desc(), ReconcileRun.id.desc())
         .limit(1)
     )

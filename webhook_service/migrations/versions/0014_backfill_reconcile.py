@@ -44,6 +44,8 @@ def upgrade() -> None:
         sa.Column("checked", sa.Integer(), nullable=False),
         sa.Column("drift", sa.JSON(), nullable=False),
         sa.Column("repaired", sa.Integer(), nullable=False),
+        sa.Column("scope", sa.JSON(), nullable=False),
+        sa.Column("whole", sa.Boolean(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_reconcile_runs")),
     )
     op.create_index("ix_reconcile_runs_started_at", "reconcile_runs", ["started_at"], unique=False)
