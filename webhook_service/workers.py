@@ -15,8 +15,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -63,6 +65,33 @@ def job_class_for(app: Flask) -> type[AppJob]:
     return type("BoundAppJob", (AppJob,), {"app": app, "parent_pid": os.getpid()})
 
 
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+@contextlib.contextmanager
+def stop_signals_deferred() -> Iterator[None]:
+    """Hold SIGTERM/SIGINT while the block runs, then deliver them to the handlers in place.
+
+    RQ's handlers (worker and cron alike) stop an idle loop by raising StopRequested wherever the
+    main thread stands. Inside a database call that can be lost: SQLAlchemy's pool logs and
+    swallows an exception raised while it resets a connection, and the loop then blocks on Redis
+    again, outliving the deploy's grace period. Only the main thread owns signal handlers; in
+    any other (the embedded dev worker) this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, _frame: held.append(signum)) for sig in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for signum in held:
+            signal.raise_signal(signum)  # the handler runs here, outside the database call
+
+
 class _DatabaseHeartbeat:
     """RQ's heartbeat (Redis) plus ours (the database, at most every 10 s): the "worker" role in /metrics.
 
@@ -72,8 +101,9 @@ class _DatabaseHeartbeat:
     db_heartbeat: heartbeats.Heartbeat
 
     def heartbeat(self, *args, **kwargs):
-        self.db_heartbeat.maybe_beat()
         worker: Any = self
+        with stop_signals_deferred():
+            self.db_heartbeat.maybe_beat()
         if kwargs.get("pipeline") is not None or len(args) > 1:
             return super().heartbeat(*args, **kwargs)
         try:
@@ -189,7 +219,8 @@ class AppCronScheduler(CronScheduler):
         self._announced: bool | None = None  # what the log last said: a standby says so at start too
 
     def heartbeat(self) -> None:
-        self._db_heartbeat.maybe_beat()
+        with stop_signals_deferred():
+            self._db_heartbeat.maybe_beat()
         super().heartbeat()
 
     def lead(self) -> bool:
