@@ -434,3 +434,13 @@ def test_a_customer_whose_balance_stripe_leaves_null_states_no_credit_and_breaks
     result = run(env, "--json")
     assert result.exit_code == 1, result.output  # the invoices still drift; the run finished
     assert "credit_balance" not in report_of(result)["drift"]
+
+
+def test_two_repairs_in_one_second_each_record_their_copies(services, env, drifted):
+    """A second repair right after the first (an operator's retry) is not taken for a duplicate."""
+    with time_machine.travel(time.time(), tick=False):
+        counts = [report_of(run(env, "--repair", "--json"))["repaired"] for _ in range(2)]
+    assert counts == [3, 3]
+    with services.db.sessions() as session:
+        logged = session.scalars(sa.select(StripeEvent.id).where(StripeEvent.id.like("reconcile_%"))).all()
+    assert len(set(logged)) == 6

@@ -25,7 +25,7 @@ def scenario():
     second = T + 600
     before = copy.deepcopy(finalized["data"]["object"])
     # What a backfill read at `second`: the invoice as finalized.
-    fetched = snapshot_event(before, source="backfill", run_second=second, fetched_at=second)
+    fetched = snapshot_event(before, source="backfill", run=second, fetched_at=second)
     # A webhook of the same second that records a change away from exactly that state.
     changed = copy.deepcopy(finalized)
     changed.update(id=ids.make("evt"), type="invoice.updated", created=second)

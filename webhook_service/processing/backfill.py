@@ -220,7 +220,7 @@ def _backfill_list(
             if item.resource in WITH_LINES:
                 objects = [_with_all_lines(client, item, obj, account) for obj in objects]
             snapshot = functools.partial(
-                snapshot_event, source=SOURCE, run_second=run_second, fetched_at=fetched_at, account=account
+                snapshot_event, source=SOURCE, run=run_second, fetched_at=fetched_at, account=account
             )
             events = [snapshot(obj) for obj in objects]
             recorded = record_snapshots(db, queue, events, accept_mode=plan.accept_mode)

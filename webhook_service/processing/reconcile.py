@@ -53,7 +53,8 @@ UNREADABLE = "unreadable"
 DRIFT_FIELDS = (*INVOICE_FIELDS, CREDIT_BALANCE, MISSING, GONE, UNREADABLE)
 #: Example ids per field in a report (amounts and statuses only: never names or emails).
 EXAMPLES = 3
-#: The synthetic events' id prefix (`reconcile_<object id>_<run second>`).
+#: The synthetic events' id prefix (`reconcile_<object id>_<run second>-<run id>`: two runs in
+#: one second must not make one's repairs duplicates of the other's).
 SOURCE = "reconcile"
 #: Mirrored rows loaded per query while comparing.
 CHUNK = 100
@@ -203,7 +204,7 @@ class _Comparison:
         self.db, self.client, self.window, self.report = db, client, window, report
         self.clock, self.live = clock, live
         self.options = {"account": window.account} if window.account else {}
-        self.run_second = int(report.started_at.timestamp())
+        self.run_tag = f"{int(report.started_at.timestamp())}-{report.run_id}"
         #: object id → synthetic event of its fetched copy, for objects that drifted.
         self.fixes: dict[str, dict] = {}
         self.listed: set[str] = set()
@@ -366,7 +367,7 @@ class _Comparison:
     # ---- helpers -----------------------------------------------------------------------
     def _event(self, raw: dict, fetched_at: int) -> dict:
         return snapshots.snapshot_event(
-            raw, source=SOURCE, run_second=self.run_second, fetched_at=fetched_at, account=self.window.account
+            raw, source=SOURCE, run=self.run_tag, fetched_at=fetched_at, account=self.window.account
         )
 
     def _fix(self, object_id: str, event: dict, customer_id: str | None) -> None:

@@ -1,7 +1,7 @@
 """Objects fetched from Stripe's API, recorded as events so they take the events' own path.
 
 `backfill` and `reconcile --repair` do not write the mirror themselves: each object they fetch
-becomes a synthetic event in the event log (`<source>_<object id>_<run second>`, of type
+becomes a synthetic event in the event log (`<source>_<object id>_<run tag>`, of type
 `<object>.updated`, marked with `_fetched_at`, the second it was fetched) and a drain applies it
 through the same readings, handlers and ordering rules as a webhook. A fetched snapshot is an
 observation of the second it was fetched (handlers/ordering.py), so it never overwrites a newer
@@ -48,22 +48,23 @@ def snapshot_event(
     obj: dict,
     *,
     source: str,
-    run_second: int,
+    run: int | str,
     fetched_at: int,
     account: str | None = None,
     api_version: str | None = None,
 ) -> dict:
     """The synthetic event that carries `obj` as fetched at `fetched_at`.
 
-    The id depends on the object and the run only, so recording the same object twice in one run
-    (a resumed backfill re-reading its last page) is a duplicate, not a second snapshot. An object
+    The id depends on the object and `run` (the run's tag: a backfill's start second, a reconcile
+    run's start second and number) only, so recording the same object twice in one run (a resumed
+    backfill re-reading its last page) is a duplicate, not a second snapshot. An object
     id too long for the event log's key is replaced there by its digest (`data.object` keeps it).
     """
     kind = str(obj.get("object"))
-    event_id = f"{source}_{obj.get('id')}_{run_second}"
+    event_id = f"{source}_{obj.get('id')}_{run}"
     if len(event_id) > MAX_EVENT_ID_LENGTH:
         digest = hashlib.sha256(str(obj.get("id")).encode()).hexdigest()[:40]
-        event_id = f"{source}_sha256-{digest}_{run_second}"
+        event_id = f"{source}_sha256-{digest}_{run}"
     return {
         "object": "event",
         "id": event_id,
