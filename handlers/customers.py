@@ -7,6 +7,7 @@ resurrects a deleted customer.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -140,16 +141,20 @@ def snapshot_balance(obj: dict) -> int | None:
     return obj["balance"] if "balance" in obj else obj.get("account_balance", 0)
 
 
-def snapshot_credit(obj: dict, currency: str | None) -> dict[str | None, int]:
+def snapshot_credit(obj: dict, currency: str | None, held: Iterable[str] = ()) -> dict[str | None, int]:
     """Credit available by currency (portal sign) that a snapshot states, as `_apply_snapshot`
     and `ledger.set_reported` take it: `balance` in the customer's own `currency`, and
-    `invoice_credit_balance` for the others. Pure, for `webhook-service reconcile`.
+    `invoice_credit_balance` for the others, with 0 for a currency of `held` (those the mirror
+    has a balance in) that the map leaves out. Pure, for `webhook-service reconcile`.
 
     :raises PermanentEventError: a malformed credit map.
     """
+    stated = _invoice_credit_balance(obj)
     credit: dict[str | None, int] = {
-        other: amount for other, amount in _invoice_credit_balance(obj).items() if other != currency
+        other: amount for other, amount in (stated or {}).items() if other != currency
     }
+    if stated is not None:  # a map lists every currency with a balance: the others hold none
+        credit.update({other: 0 for other in held if other != currency and other not in credit})
     balance = snapshot_balance(obj)
     if balance is not None:  # a null balance states nothing about the own currency
         credit[currency] = -balance
@@ -202,14 +207,15 @@ def settle_currency(session: Session, customer: Customer, invoice_currency: str 
     customer.currency = first_invoice_currency(session, customer.id) or customer.currency
 
 
-def _invoice_credit_balance(obj: dict) -> dict[str, int]:
-    """Stripe's `invoice_credit_balance` (currency → credit, positive = credit), when present.
+def _invoice_credit_balance(obj: dict) -> dict[str, int] | None:
+    """Stripe's `invoice_credit_balance` (currency → credit, positive = credit); None when the
+    payload has none (webhooks never do: Stripe includes it only when a request expands it).
 
     :raises PermanentEventError: the map or one of its amounts has the wrong type.
     """
     value = obj.get("invoice_credit_balance")
     if value is None:
-        return {}
+        return None
     if not isinstance(value, dict):
         raise PermanentEventError(
             f"data.object.invoice_credit_balance: expected an object, got {type(value).__name__}"

@@ -84,19 +84,25 @@ def sync_source(
     reconcile(customer)
 
 
-def set_reported(customer: Customer, reported: Mapping[str, int]) -> None:
+def set_reported(customer: Customer, reported: Mapping[str, int] | None) -> None:
     """Record Stripe's credit in other currencies than the customer's own, then reconcile.
 
-    :param reported: currency → credit available (portal sign), from the newest customer snapshot's
-        `invoice_credit_balance`; currencies left out are ones it said nothing about, whose balance
-        is then what the ledger explains. The customer's own currency always follows
-        `customer.balance` (a snapshot's, or an invoice's newer observation of it).
+    :param reported: currency → credit available (portal sign), the newest customer snapshot's
+        `invoice_credit_balance`. Stripe's map lists every currency with a balance, so one it
+        leaves out holds none (0). None (a snapshot without the map: every webhook) says nothing,
+        and each other currency's balance is then what the ledger explains. The customer's own
+        currency always follows `customer.balance` (a snapshot's, or an invoice's newer
+        observation of it).
     """
-    others = {currency: amount for currency, amount in reported.items() if currency != customer.currency}
+    others = {
+        currency: amount for currency, amount in (reported or {}).items() if currency != customer.currency
+    }
+    unlisted = None if reported is None else 0
+    customer.credit_map_complete = reported is not None
     balances = {balance.currency: balance for balance in customer.balances}
     for currency, balance in balances.items():
-        if currency != customer.currency and balance.reported != others.get(currency):
-            balance.reported = others.get(currency)
+        if currency != customer.currency and balance.reported != (stated := others.get(currency, unlisted)):
+            balance.reported = stated
     for currency in sorted(set(others) - set(balances)):
         customer.balances.append(
             CustomerBalance(currency=currency, reported=others[currency], credit_balance=0)
@@ -144,7 +150,10 @@ def reconcile(customer: Customer) -> None:
             del balances[currency]
             continue
         copy_scope(balance, scope)
-        credit = explained[currency] if balance.reported is None else balance.reported
+        stated = balance.reported
+        if stated is None and customer.credit_map_complete and currency != own:
+            stated = 0  # learnt of after the map that left it out (an older event arriving late)
+        credit = explained[currency] if stated is None else stated
         if balance.credit_balance != credit:
             balance.credit_balance = credit
         residual = _settle_estimates(customer, estimated.pop(currency, []), credit - explained[currency])

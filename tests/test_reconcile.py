@@ -436,6 +436,34 @@ def test_a_customer_whose_balance_stripe_leaves_null_states_no_credit_and_breaks
     assert "credit_balance" not in report_of(result)["drift"]
 
 
+def test_credit_in_a_currency_stripes_map_leaves_out_is_drift_and_repaired_to_zero(
+    app, env, fake, drifted, services
+):
+    """An expanded `invoice_credit_balance` lists every currency the customer has a balance in: a
+    currency it leaves out holds none, so credit the mirror still shows there has drifted."""
+    book, _ = drifted
+    run(env, "--repair")
+    run_worker(app)  # the mirror now holds Stripe's 300 of EUR credit
+    customer = customer_object(book.who, T - 100, balance=-700)
+    customer["invoice_credit_balance"] = {"usd": 700}  # the EUR credit was used or removed since
+    fake.put("customers", customer)
+
+    found = report_of(run(env, "--json"))
+    assert found["drift"]["credit_balance"]["examples"] == [
+        {"id": book.who.id, "currency": "eur", "mirror": 300, "stripe": 0}
+    ]
+    # A later second: two fetches of one second with different content tie (docs/design.md §4).
+    with time_machine.travel(time.time() + 2):
+        run(env, "--repair")
+    run_worker(app)
+    with services.db.sessions() as session:
+        balances = session.scalars(
+            sa.select(CustomerBalance).where(CustomerBalance.customer_id == book.who.id)
+        ).all()
+        assert {b.currency: b.credit_balance for b in balances} == {"eur": 0, "usd": 700}
+    assert "credit_balance" not in report_of(run(env, "--json"))["drift"]
+
+
 def test_two_repairs_in_one_second_each_record_their_copies(services, env, drifted):
     """A second repair right after the first (an operator's retry) is not taken for a duplicate."""
     with time_machine.travel(time.time(), tick=False):

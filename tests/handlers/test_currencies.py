@@ -108,3 +108,19 @@ def test_a_malformed_credit_map_fails_the_event_naming_the_field(services, value
     event["data"]["object"]["invoice_credit_balance"] = value
     with pytest.raises(PermanentEventError, match=message):
         apply(services, [event])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_currency_the_map_leaves_out_holds_no_credit(services, seed):
+    """An expanded map lists every currency with a balance: a newer map without EUR says the EUR
+    credit note's 2000 is gone (used, or removed in the dashboard), where a snapshot with no map
+    at all says nothing about EUR and leaves it to the ledger."""
+    events = eur_credit_story()
+    later = CustomerHistory(Ids("currencies"), FRANK, NEW_API).balance_changed(T + 4 * DAY, -1000)
+    later["data"]["object"]["invoice_credit_balance"] = {"usd": 1000}
+    events.append(later)
+    random.Random(seed).shuffle(events)
+    apply(services, events)
+    credit, balances, sums, adjustments = state(services)
+    assert credit == 1000 and balances == {"usd": 1000, "eur": 0} and sums == balances
+    assert adjustments == {"usd": 1000, "eur": -2000}  # Stripe's figure, the residual explained

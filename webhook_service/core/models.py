@@ -145,6 +145,11 @@ class Customer(Base):
     balance_observed_key: Mapped[str | None] = mapped_column(sa.String(40))
     #: Credit available to the customer, positive (Stripe's balance negated); agrees with the ledger.
     credit_balance: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    #: The newest customer snapshot carried Stripe's `invoice_credit_balance` (only an expanded
+    #: fetch does), which lists every currency with a balance: other currencies hold none.
+    credit_map_complete: Mapped[bool] = mapped_column(
+        sa.Boolean, default=False, server_default=sa.false(), nullable=False
+    )
     entity_type: Mapped[str] = mapped_column(sa.String(32), default="organization")
     entity_id: Mapped[str | None] = mapped_column(sa.String(255))
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

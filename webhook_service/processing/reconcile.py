@@ -345,7 +345,10 @@ class _Comparison:
         event = self._event(raw, fetched_at)
         try:
             obj = handlers.read(event)["data"]["object"]
-            stated = customers.snapshot_credit(obj, obj.get("currency") or (row.currency if row else None))
+            own = obj.get("currency") or (row.currency if row else None)
+            stated = customers.snapshot_credit(
+                obj, own, held=[b.currency for b in row.balances] if row else ()
+            )
         except PermanentEventError as exc:
             self.report.note(UNREADABLE, {"id": customer_id, "field": _error_path(exc)})
             return
