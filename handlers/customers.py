@@ -21,7 +21,7 @@ from handlers.scopes import Scope, claim, event_scope
 from handlers.settings import ENTITY_TYPES, settings_of
 from webhook_service.core.errors import PermanentEventError
 from webhook_service.core.models import Customer, Invoice
-from webhook_service.core.values import required_id
+from webhook_service.core.values import is_deletion_stub, required_id
 
 EVENT_TYPES = frozenset({"customer.created", "customer.updated", "customer.deleted"})
 
@@ -104,7 +104,7 @@ def _apply_snapshot(session: Session, customer: Customer, obj: dict, observed: i
     settings = settings_of(session)
     metadata = obj.get("metadata") or {}
     entity_type = str(metadata.get(settings.entity_type_key) or "").strip().lower()
-    customer.name = obj["name"] if "name" in obj else obj.get("description")
+    customer.name = _name_of(obj)
     customer.email = obj.get("email")
     customer.currency = obj.get("currency") or first_invoice_currency(session, customer.id)
     key = f"{observed:011d}.1"
@@ -117,6 +117,16 @@ def _apply_snapshot(session: Session, customer: Customer, obj: dict, observed: i
     # `balance` is the one in the customer's currency (ledger.reconcile reads it); the map, when the
     # payload has it, gives every other currency's credit.
     ledger.set_reported(customer, _invoice_credit_balance(obj))
+
+
+def _name_of(obj: dict) -> str | None:
+    """`name`; before 2019, the `description` that stood for it, cut to the column's width:
+    Stripe allows 5,000 characters of description, and only a display name is kept from it."""
+    if "name" in obj:
+        return obj["name"]
+    description = obj.get("description")
+    width = column_length(Customer.name)
+    return description[:width] if isinstance(description, str) and width else description
 
 
 def _metadata_text(metadata: dict, key: str, column) -> str | None:
@@ -137,8 +147,9 @@ def _metadata_text(metadata: dict, key: str, column) -> str | None:
 
 def snapshot_balance(obj: dict) -> int | None:
     """Stripe's balance in a customer snapshot of any era (negative = credit); None when the
-    snapshot states none (null, which the SDK's schema allows from 2023-10-16 on)."""
-    return obj["balance"] if "balance" in obj else obj.get("account_balance", 0)
+    snapshot states none (null, which the SDK's schema allows from 2023-10-16 on, or absent, as
+    in the stub Stripe returns for a deleted customer)."""
+    return obj["balance"] if "balance" in obj else obj.get("account_balance")
 
 
 def snapshot_credit(obj: dict, currency: str | None, held: Iterable[str] = ()) -> dict[str | None, int]:
@@ -173,15 +184,26 @@ def handle_customer_event(event: dict, session: Session) -> None:
     customer = ensure_customer(session, customer_id, scope=event_scope(event))
     raw_created = event.get("created")
     created = raw_created if isinstance(raw_created, int) else 0
-    won = ordering.winner(session, event, customer.version_key, "customer", order_prefix)
-    if won is not None:  # this event's snapshot, or on a same-second tie the newest logged one
-        snapshot, customer.version_key = won
-        _apply_snapshot(session, customer, snapshot["data"]["object"], ordering.observed_second(snapshot))
+    if is_deletion_stub(event["data"]["object"]):
+        # What a fetch of a deleted customer returns: gone by then, and nothing else said, so the
+        # mirrored profile, entity and credit stay, and no snapshot outranks the ones before it.
+        _mark_deleted(customer, ordering.observed_second(event))
+    else:
+        won = ordering.winner(session, event, customer.version_key, "customer", order_prefix)
+        if won is not None and not is_deletion_stub(won[0]["data"]["object"]):
+            # This event's snapshot, or on a same-second tie the newest logged one.
+            snapshot, customer.version_key = won
+            _apply_snapshot(session, customer, snapshot["data"]["object"], ordering.observed_second(snapshot))
     if event["type"] == "customer.deleted":
-        deleted_at = datetime.fromtimestamp(created, UTC)
-        if customer.deleted_at is None or deleted_at < customer.deleted_at:
-            customer.deleted_at = deleted_at
+        _mark_deleted(customer, created)
     ledger.reconcile(customer)
+
+
+def _mark_deleted(customer: Customer, second: int) -> None:
+    """Deletion is sticky and keeps its earliest known second."""
+    deleted_at = datetime.fromtimestamp(second, UTC)
+    if customer.deleted_at is None or deleted_at < customer.deleted_at:
+        customer.deleted_at = deleted_at
 
 
 def first_invoice_currency(session: Session, customer_id: str) -> str | None:

@@ -69,12 +69,6 @@ def is_deleted(event_type: str, obj: dict) -> bool:
     return event_type == "invoice.deleted" or obj.get("status") == DELETED or obj.get("deleted") is True
 
 
-def is_deletion_stub(obj: dict) -> bool:
-    """Stripe's answer to a DELETE (`{id, object, deleted: true}`): it says the draft is gone and
-    nothing else, so it must not overwrite the mirrored amounts with absences."""
-    return obj.get("deleted") is True and not set(obj) - {"id", "object", "deleted", "livemode"}
-
-
 def created(obj: dict) -> int | None:
     return obj.get("created") if obj.get("created") is not None else obj.get("date")
 

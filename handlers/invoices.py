@@ -17,7 +17,14 @@ from handlers.scopes import claim, copy_scope, event_scope
 from handlers.settings import settings_of
 from handlers.status_history import STATUS_RANK
 from webhook_service.core.models import Invoice, InvoiceLine, LedgerKind
-from webhook_service.core.values import int_or_zero, object_id, optional_int, required_id, timestamp
+from webhook_service.core.values import (
+    int_or_zero,
+    is_deletion_stub,
+    object_id,
+    optional_int,
+    required_id,
+    timestamp,
+)
 
 EVENT_TYPES = frozenset(
     {
@@ -93,7 +100,7 @@ def handle_invoice_event(event: dict, session: Session) -> None:
         invoice = Invoice(id=invoice_id, version_key="", credit_applied=0, attempt_count=0)
         session.add(invoice)
     claim(invoice, "invoice", scope, established=bool(invoice.version_key))
-    if invoice_eras.is_deletion_stub(obj):
+    if is_deletion_stub(obj):  # a deleted draft, as Stripe's DELETE or a fetch answers
         _mark_deleted(invoice, event, obj)
         return
 

@@ -109,3 +109,11 @@ def test_a_failing_event_leaks_no_customer_data_anywhere(
     for where, text in captured.items():
         for secret in secrets:
             assert secret not in text, f"{secret!r} found in {where}"
+
+
+def test_a_statement_error_never_quotes_its_parameters(services):
+    """The engine hides bound values from every error it raises, whoever prints it afterwards."""
+    secret = "erin.secret@example.com"
+    with pytest.raises(sa.exc.DBAPIError) as raised, services.db.engine.connect() as conn:
+        conn.execute(sa.text("SELECT * FROM no_such_table WHERE email = :email"), {"email": secret})
+    assert secret not in str(raised.value) and "hidden due to hide_parameters" in str(raised.value)

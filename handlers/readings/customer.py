@@ -14,6 +14,7 @@ from handlers.readings.fields import (
     StripeField,
     Text,
     Timestamp,
+    check_int,
     describe,
 )
 from webhook_service.core.models import Customer
@@ -32,6 +33,10 @@ class CreditMap(StripeField):
                 raise ValidationError(["keys must be currency codes"])
             if isinstance(amount, bool) or not isinstance(amount, int):
                 raise ValidationError({key: [f"expected an integer, got {describe(amount)}"]})
+            try:
+                check_int(amount)
+            except ValidationError as exc:
+                raise ValidationError({key: exc.messages}) from None
         return dict(value)
 
 

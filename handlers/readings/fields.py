@@ -1,7 +1,7 @@
 """The value types Stripe payloads carry, as marshmallow fields that refuse anything else.
 
-Each field checks one kind of value the way Stripe sends it (integers are JSON integers in the
-signed 64-bit range, timestamps are Unix seconds no calendar past year 9999 lacks, text has no
+Each field checks one kind of value the way Stripe sends it (integers are JSON integers of at
+most 15 digits, timestamps are Unix seconds no calendar past year 9999 lacks, text has no
 NUL and fits its column) and fails with `expected …, got …`. `load` turns marshmallow's nested
 error dict into one line naming the first bad field's path (`data.object.lines.data[3].amount`),
 so an operator can find the value without the payload being logged.
@@ -16,7 +16,11 @@ from collections.abc import Mapping
 import sqlalchemy as sa
 from marshmallow import EXCLUDE, Schema, ValidationError, fields
 
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+#: The largest magnitude of an amount (or a count stored in a 64-bit column): 15 digits. Stripe's
+#: largest amounts have 12 (IDR 999,999,999,999 in minor units), and the bound leaves room for the
+#: sums and negations handlers make of them (thousands of them still fit a signed 64-bit column),
+#: so a value Stripe cannot hold fails its event here instead of overflowing a write (a retry).
+MAX_AMOUNT = 10**15 - 1
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 #: 9999-12-31T23:59:59Z: the last second Python's datetime (and a timestamp column) can hold.
 MAX_TIMESTAMP = 253_402_300_799
@@ -69,25 +73,29 @@ class StripeField(fields.Field):
 
 
 class Int(StripeField):
-    """An integer amount or count: a JSON integer (not a string, a boolean or a decimal), signed
-    64-bit, or 32-bit where `column` is a plain Integer column (a count like `attempt_count`)."""
+    """An integer amount or count: a JSON integer (not a string, a boolean or a decimal) of at
+    most 15 digits (`MAX_AMOUNT`), or signed 32-bit where `column` is a plain Integer column (a
+    count like `attempt_count`)."""
 
     expected = "an integer"
 
     def __init__(self, column=None, **kwargs):
         super().__init__(**kwargs)
-        narrow = column is not None and type(column.type) is sa.Integer
-        self.bits = 32 if narrow else 64
-        self.low, self.high = (INT32_MIN, INT32_MAX) if narrow else (INT64_MIN, INT64_MAX)
+        self.narrow = column is not None and type(column.type) is sa.Integer
 
     def _deserialize(self, value, attr, data, **kwargs):
         if type(value) is not int:
             self.fail(value)
-        if not self.low <= value <= self.high:
-            raise ValidationError(
-                f"expected an integer in the signed {self.bits}-bit range, got {describe(value)}"
-            )
-        return value
+        return check_int(value, narrow=self.narrow)
+
+
+def check_int(value: int, *, narrow: bool = False) -> int:
+    """Refuse an integer out of range: beyond 15 digits, or beyond 32 bits where `narrow`."""
+    if narrow and not INT32_MIN <= value <= INT32_MAX:
+        raise ValidationError(f"expected an integer in the signed 32-bit range, got {describe(value)}")
+    if not -MAX_AMOUNT <= value <= MAX_AMOUNT:
+        raise ValidationError(f"expected an integer of at most 15 digits, got {describe(value)}")
+    return value
 
 
 class Timestamp(StripeField):

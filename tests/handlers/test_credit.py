@@ -15,6 +15,7 @@ from builder import (
     voided,
 )
 
+import handlers
 from tests.conftest import load_fixture_events
 from tests.handlers.test_invoices import apply, load_invoice
 from webhook_service.core.errors import PermanentEventError
@@ -327,3 +328,50 @@ def test_an_expanded_balance_transaction_with_a_bad_amount_names_the_field(servi
     message = r"customer_balance_transaction\.amount: expected an integer"
     with pytest.raises(PermanentEventError, match=message):
         apply(services, [credit_note_event(ids, "credit_note.created", T + DAY, obj, OLD_API)])
+
+
+def test_a_fetched_deleted_customer_stub_marks_it_deleted_and_keeps_the_rest(services):
+    """What a retrieve of a deleted customer answers (`{id, object, deleted}`, fetched in memory or
+    logged by a repair) says it is gone, nothing else: profile, entity and credit stay."""
+    ids = Ids("stub")
+    history = CustomerHistory(ids, ERIN, NEW_API, {"entity_type": "company", "portal_entity_id": "org_erin"})
+    history.balance = -2000
+    created = history.created(T)
+    stub = {**history.balance_changed(T + DAY, -2000), "_fetched_at": T + 2 * DAY}
+    stub["data"] = {"object": {"id": ERIN.id, "object": "customer", "deleted": True}}
+    logged_stub = {**stub, "id": ids.make("evt"), "created": T + 3 * DAY, "_fetched_at": T + 3 * DAY}
+    for order in ([created, stub, logged_stub], [stub, logged_stub, created]):
+        apply(services, order)
+        customer, _ = load_customer(services, ERIN.id)
+        assert (customer.name, customer.entity_type, customer.entity_id, customer.credit_balance) == (
+            ERIN.name, "company", "org_erin", 2000,
+        )  # fmt: skip
+        assert int(customer.deleted_at.timestamp()) == T + 2 * DAY
+
+
+def test_a_description_standing_for_the_name_is_cut_to_the_column(services):
+    """Before 2019 the `description` named the customer; Stripe allows 5,000 characters of it."""
+    event = CustomerHistory(Ids("long"), ERIN, OLD_API).created(T)
+    obj = event["data"]["object"]
+    obj.pop("name", None)
+    obj["description"] = "Erin " * 200
+    apply(services, [handlers.read(event)])
+    name = load_customer(services, ERIN.id)[0].name
+    assert name == ("Erin " * 200)[:512]
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"balance": -(2**63)}, "data.object.balance: expected an integer of at most 15 digits"),
+        (
+            {"invoice_credit_balance": {"eur": 2**62}},
+            "data.object.invoice_credit_balance.eur: expected an integer of at most 15 digits",
+        ),
+    ],
+)
+def test_a_balance_no_column_could_negate_fails_at_once_naming_it(change, error):
+    event = CustomerHistory(Ids("huge"), ERIN, NEW_API).created(T)
+    event["data"]["object"].update(change)
+    with pytest.raises(PermanentEventError, match=error.replace("[", r"\[")):
+        handlers.read(event)

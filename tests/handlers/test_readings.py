@@ -91,7 +91,11 @@ def test_fast_and_reference_readings_give_the_same_error(index, choice, junk):
         ),
         (
             lambda o: o.update(total=2**63),
-            "data.object.total: expected an integer in the signed 64-bit range",
+            "data.object.total: expected an integer of at most 15 digits, got 9223372036854775808",
+        ),
+        (  # each fits 64 bits, but their sum (the tax) would not: refused before any arithmetic
+            lambda o: o.update(total_taxes=[{"amount": 2**62}, {"amount": 2**62}]),
+            "data.object.total_taxes[0].amount: expected an integer of at most 15 digits",
         ),
         (
             lambda o: o.update(number="N" * 256),

@@ -86,7 +86,7 @@ def _shape(version: Version, field, shape: dict, path: str, times) -> st.SearchS
     if kind == "integer":
         if path in times:
             return st.integers(0, MAX_TIMESTAMP)
-        if getattr(field, "bits", 64) == 32:  # a count stored in a 32-bit column
+        if getattr(field, "narrow", False):  # a count stored in a 32-bit column
             return st.integers(0, 2**31 - 1)
         return st.integers(-(10**12), 10**12)
     if kind == "boolean":

@@ -7,6 +7,13 @@ from datetime import UTC, datetime
 from webhook_service.core.errors import PermanentEventError
 
 
+def is_deletion_stub(obj: dict) -> bool:
+    """Stripe's answer for a deleted object (`{id, object, deleted: true}`, what a retrieve of a
+    deleted customer or a DELETE of a draft returns): it says the object is gone and nothing else,
+    so it must never overwrite mirrored values with absences."""
+    return obj.get("deleted") is True and not set(obj) - {"id", "object", "deleted", "livemode"}
+
+
 def int_or_zero(value) -> int:
     """An integer field, or 0 when absent or not an integer (counters, optional amounts)."""
     return value if isinstance(value, int) and not isinstance(value, bool) else 0

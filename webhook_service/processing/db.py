@@ -116,7 +116,9 @@ def create_database(
         parsed = sa.engine.make_url(url)
     except sa.exc.ArgumentError as exc:
         raise ConfigError(f"DATABASE_URL is not a valid SQLAlchemy URL: {exc}") from None
-    kwargs: dict = {"future": True}
+    # Statement errors never carry their parameters (names, emails, payloads): wherever a message
+    # travels (a log line, Sentry, an event's error, a test's output) only the SQL does.
+    kwargs: dict = {"future": True, "hide_parameters": True}
     if parsed.get_backend_name() == "postgresql":
         # No pool_pre_ping: it costs a round trip on every checkout (~20% of a webhook delivery).
         # A connection the server dropped fails its statement instead; SQLAlchemy then discards the
