@@ -285,6 +285,38 @@ def test_a_stopped_backfill_resumes_after_its_last_recorded_page(app, services, 
     assert len(runs) == 1  # one run, resumed: the same second in every snapshot id
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{}",
+        b'{"error": {"message": "upstream said no"}}',
+        b'{"object": "list", "data": "oops", "has_more": false}',
+        b'{"object": "list", "data": [{"object": "customer"}], "has_more": false}',
+        b'{"object": "list", "data": []}',
+    ],
+    ids=["empty", "error", "data-not-a-list", "item-without-id", "no-has-more"],
+)
+def test_a_page_that_is_not_a_list_page_stops_the_list_unfinished_and_a_rerun_resumes(
+    app, services, fake, body
+):
+    """A 200 whose body is no page of a list (a gateway's, a truncated one) is never read as the
+    list's end: the list stays unfinished and the next run reads the rest."""
+    history = put_history(fake, "malformed", customers=250, invoices=0, credit_notes=0)
+    fake.fail("/v1/customers", 200, after=1, raw=body)  # the second page
+    client = backfilling.build_backfill_client(services.config, services.queue.connection, max_attempts=1)
+    with pytest.raises(backfilling.BackfillStopped) as stopped:
+        backfilling.backfill(services.db, services.queue, client, resources=["customers"])
+    assert "GET /v1/customers failed after 1 attempt(s): HTTP 200 with a list page " in str(
+        stopped.value.__cause__
+    )
+    (item,) = stopped.value.report.lists
+    assert (item.listed, item.finished) == (100, False)
+    assert not cursors(services)["customers", "", False].finished_at
+    (item,) = backfilling.backfill(services.db, services.queue, client, resources=["customers"]).lists
+    assert item.resumed and item.listed == 150 and item.finished
+    assert sorted(snapshots_by_object(app)) == sorted(history.ids)
+
+
 def test_restart_ignores_an_unfinished_cursor(app, services, fake):
     put_history(fake, "restart", customers=150, invoices=0, credit_notes=0)
     fake.fail("/v1/customers", 500, should_retry="false", after=1)

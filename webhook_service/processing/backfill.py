@@ -213,8 +213,8 @@ def _backfill_list(
         # Taken before the request: a webhook created while Stripe answered still outranks the page.
         fetched_at = int(plan.clock())
         page = _read_page(client, item, params, cursor, cursor_created, account)
-        objects = [obj for obj in page.get("data") or [] if isinstance(obj, dict) and obj.get("id")]
-        has_more = bool(page.get("has_more")) and bool(objects)
+        objects = page["data"]  # every item an object with an id (StripeClient.get_page)
+        has_more = page["has_more"] and bool(objects)
         item.listed += len(objects)
         if not plan.dry_run:
             if item.resource in WITH_LINES:
@@ -257,16 +257,17 @@ def _read_page(
     page of objects created at or before its second, which repeats only objects of that second."""
     page_params = [*params, ("limit", str(PAGE_SIZE))]
     if not cursor:
-        return client.get(PATHS[item.resource], page_params, account=account)
+        return client.get_page(PATHS[item.resource], page_params, account=account)
     try:
-        return client.get(PATHS[item.resource], [*page_params, ("starting_after", cursor)], account=account)
+        after = [*page_params, ("starting_after", cursor)]
+        return client.get_page(PATHS[item.resource], after, account=account)
     except StripeUnavailable as exc:
         gone = exc.http_status == 400 and exc.stripe_code == "resource_missing"
         if not gone or exc.stripe_param not in (None, "starting_after") or cursor_created is None:
             raise
     logger.warning("%s %s is gone: listing from its second (%d) on", item.resource, cursor, cursor_created)
     item.cursor_gone += 1
-    return client.get(
+    return client.get_page(
         PATHS[item.resource], [*page_params, ("created[lte]", str(cursor_created))], account=account
     )
 

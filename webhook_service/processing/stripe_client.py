@@ -103,12 +103,15 @@ class StripeClient:
         account: str | None = None,
         api_version: str | None = None,
         on_attempt: Callable[[], None] | None = None,
+        check: Callable[[dict], str | None] | None = None,
     ) -> dict:
         """One GET, retried per the policy.
 
         :param account: a Connect account (`Stripe-Account`), for objects of connected accounts.
         :param api_version: render the object as this API version (`Stripe-Version`), e.g. the event's.
         :param on_attempt: called before each attempt (the worker keeps its transaction alive with it).
+        :param check: what is wrong with a 200 answer's body for this request, or None: a body it
+            names is retried like a gateway's page, never taken for Stripe's answer.
         :raises StripeNotFound: 404, the object does not exist (any more).
         :raises StripeUnavailable: anything else that kept failing; transient for the event.
         """
@@ -136,13 +139,15 @@ class StripeClient:
                 reason, should_retry = type(exc).__name__, True
             else:
                 body = _json_object(response)
-                if response.status_code == 200 and body is not None:
+                problem = check(body) if check is not None and body is not None else None
+                if response.status_code == 200 and body is not None and problem is None:
                     return body
                 if response.status_code == 404:
                     raise StripeNotFound(f"{endpoint}: {_error_message(response)}")
                 status = response.status_code
                 if status == 200:  # a proxy's or a gateway's page: nothing Stripe would send, transient
-                    reason, should_retry = "HTTP 200 with a body that is not a JSON object", True
+                    found = problem or "a body that is not a JSON object"
+                    reason, should_retry = f"HTTP 200 with {found}", True
                 else:
                     reason = f"HTTP {response.status_code}: {_error_message(response)}"
                     should_retry = _should_retry(response)
@@ -162,6 +167,14 @@ class StripeClient:
             logger.warning("%s: %s; retrying in %.2fs (attempt %d)", endpoint, reason, wait, attempt)
             self.sleep(wait)
         raise AssertionError("unreachable")
+
+    def get_page(self, path: str, params: Sequence[tuple[str, str]] = (), **options) -> dict:
+        """One page of a list endpoint, checked to be one (`list_page_problem`), so a malformed
+        answer is retried and then raised, never read as the list's empty end.
+
+        :raises StripeNotFound, StripeUnavailable: as `get`.
+        """
+        return self.get(path, params, check=list_page_problem, **options)
 
     def retrieve(self, path: str, **options) -> dict | None:
         """GET an object, or None when Stripe no longer has it (a deleted draft, a pruned event)."""
@@ -191,10 +204,10 @@ class StripeClient:
                 page_params.append(("starting_after", cursor))
             if before_page is not None:
                 before_page()
-            page = self.get(path, page_params, **opts)
-            data = page.get("data") or []
+            page = self.get_page(path, page_params, **opts)
+            data = page["data"]
             yield from data
-            if not page.get("has_more") or not data:
+            if not page["has_more"] or not data:
                 return
             cursor = data[-1]["id"]
 
@@ -213,6 +226,21 @@ class StripeClient:
         """Full jitter on an exponential base, but never sooner than Stripe asked."""
         jittered = self.rng.uniform(0, BASE_BACKOFF_SECONDS * 2 ** (attempt - 1))
         return max(jittered, retry_after or 0.0)
+
+
+def list_page_problem(body: dict) -> str | None:
+    """What keeps `body` from being a page of a Stripe list (`data`: objects with ids, `has_more`:
+    true or false), or None. `{}`, an error object or a string `data` would otherwise read as a
+    finished list, and a backfill would mark a list done that it had not read."""
+    data = body.get("data")
+    if not isinstance(data, list):
+        return "a list page whose data is not a list"
+    if not isinstance(body.get("has_more"), bool):
+        return "a list page without has_more true or false"
+    for index, item in enumerate(data):
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not item["id"]:
+            return f"a list page whose data[{index}] is not an object with an id"
+    return None
 
 
 def _should_retry(response: requests.Response) -> bool:
