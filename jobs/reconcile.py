@@ -17,25 +17,31 @@ logger = logging.getLogger(__name__)
 JOB_TIMEOUT_SECONDS = 2 * 3600
 
 
-def reconcile_mirror() -> dict:
-    """Compare the last RECONCILE_DAYS days of invoices with Stripe; repair when RECONCILE_REPAIR says so.
+def reconcile_mirror(days: int | None = None, repair: bool | None = None) -> dict:
+    """Compare the last `days` days of invoices with Stripe; repair when `repair` says so.
+
+    Both come with the job from the scheduler that registered it (its RECONCILE_DAYS and
+    RECONCILE_REPAIR), so the run is the one the scheduler announced whatever the worker was
+    started with; a job without them (registered by an older release) takes the worker's.
 
     :raises StripeAPIError: Stripe kept failing; the job fails (the audit trail says so) and the
         next day's run tries again.
     """
     services = get_services()
     config = services.config
+    days = config.reconcile_days if days is None else days
+    repair = config.reconcile_repair if repair is None else repair
     client = reconcile.build_reconcile_client(config, services.queue.connection)
     if client is None:  # startup refuses this, unless the key was removed since
         raise RuntimeError("RECONCILE_TIME is set but STRIPE_API_KEY is not")
-    window = reconcile.Window(since=utcnow() - timedelta(days=config.reconcile_days))
+    window = reconcile.Window(since=utcnow() - timedelta(days=days))
     report = reconcile.reconcile(
         services.db,
         services.queue,
         client,
         window,
         actor="scheduler",
-        repair=config.reconcile_repair,
+        repair=repair,
         accept_mode=config.accept_mode,
     )
     if report.drift_found:  # counts by field only: no ids or amounts in the log
@@ -60,6 +66,7 @@ def schedule(cron, config: Config) -> str | None:
     cron.register(
         reconcile_mirror,
         queue_name=config.queue_name,
+        kwargs={"days": config.reconcile_days, "repair": config.reconcile_repair},
         cron=f"{int(minute)} {int(hour)} * * *",
         job_timeout=JOB_TIMEOUT_SECONDS,
     )

@@ -401,7 +401,9 @@ def test_a_key_of_the_mode_accept_mode_ignores_is_refused_before_anything_runs(s
 
 def test_the_scheduler_leader_runs_it_daily_and_a_worker_repairs(app, services, drifted):
     book, lives = drifted
-    config = services.config.with_overrides(reconcile_time_utc="04:15", reconcile_repair=True)
+    config = services.config.with_overrides(
+        reconcile_time_utc="04:15", reconcile_repair=True, reconcile_days=30
+    )
     history = get_cron_job_history_key("jobs.reconcile.reconcile_mirror")
     connection = services.queue.connection
     start = datetime.now(UTC).replace(hour=4, minute=14, second=50, microsecond=0) + timedelta(days=1)
@@ -409,7 +411,7 @@ def test_the_scheduler_leader_runs_it_daily_and_a_worker_repairs(app, services, 
         leader = AppCronScheduler(services.db, connection=connection, queue_name=config.queue_name)
         standby = AppCronScheduler(services.db, connection=connection, queue_name=config.queue_name)
         said = [reconcile_jobs.schedule(cron, config) for cron in (leader, standby)]
-        assert said[0] == "reconcile of the last 60 days daily at 04:15 UTC (repairing)"
+        assert said[0] == "reconcile of the last 30 days daily at 04:15 UTC (repairing)"
         for _ in range(30):
             leader.tick()
             standby.tick()
@@ -417,11 +419,14 @@ def test_the_scheduler_leader_runs_it_daily_and_a_worker_repairs(app, services, 
         assert connection.zcard(history) == 1  # once, by the leader
     assert reconcile_jobs.schedule(leader, services.config) is None  # RECONCILE_TIME unset: not scheduled
 
-    services.config = config  # what the worker process was started with
+    # The worker was started without RECONCILE_REPAIR: the job carries the scheduler's settings.
+    assert not services.config.reconcile_repair
     run_worker(app)  # the reconcile job, then the drain it woke
     with services.db.sessions() as session:
         scheduled = session.scalars(sa.select(ReconcileRun)).one()
     assert scheduled.actor == "scheduler" and scheduled.repaired == 3
+    since = datetime.fromisoformat(scheduled.scope["since"])
+    assert abs((datetime.now(UTC) - since) - timedelta(days=30)) < timedelta(minutes=5)
     assert mirrored(services, lives["never_seen"].id).status == "open"
     assert credit_of(services, book.who.id) == 700
 
