@@ -267,22 +267,31 @@ def test_metrics_show_the_last_runs_drift_by_field(app, client, env, drifted):
     assert after[("stripe_webhook_reconcile_last_run_timestamp_seconds", ())] == whole_run_at
 
 
-def test_an_invoice_stripe_no_longer_has_is_gone_and_only_reported(app, services, stripe, fake, env):
+def test_a_gone_draft_is_repaired_as_deleted_and_another_gone_invoice_only_reported(
+    app, services, stripe, fake, env
+):
     book = Book("gone")
     draft = book.invoice("G-1", 900)
-    deliver(stripe, [book.history.created(T - 100), draft.created(T)])  # its invoice.deleted never came
-    run_worker(app)
+    issued = book.invoice("G-2", 700)  # finalized here; Stripe has no such invoice (test data deleted)
+    deliver(stripe, [book.history.created(T - 100), draft.created(T), issued.finalized(T + 5)])
+    run_worker(app)  # the draft's invoice.deleted never came
     fake.put("customers", customer_object(book.who, T - 100, balance=-2000))
 
     result = run(env, "--repair", "--json")
     assert result.exit_code == 1
     report = report_of(result)
-    assert report["drift"] == {
-        "gone": {"count": 1, "examples": [{"id": draft.id, "mirror": "draft", "stripe": None}]}
-    }
-    assert report["repaired"] == 0  # Stripe has no object to record
+    assert report["drift"]["gone"]["count"] == 2
+    assert sorted(report["drift"]["gone"]["examples"], key=lambda e: e["mirror"]) == [
+        {"id": draft.id, "mirror": "draft", "stripe": None},
+        {"id": issued.id, "mirror": "open", "stripe": None},
+    ]
+    assert report["repaired"] == 1  # the draft: deleted, as only drafts can be
     assert f"/v1/invoices/{draft.id}" in fake.paths()  # asked for it by id before calling it gone
-    assert mirrored(services, draft.id).deleted_at is None
+    run_worker(app)
+    assert mirrored(services, draft.id).deleted_at is not None
+    assert mirrored(services, issued.id).deleted_at is None and mirrored(services, issued.id).status == "open"
+    rerun = report_of(run(env, "--json"))["drift"]
+    assert rerun == {"gone": {"count": 1, "examples": [{"id": issued.id, "mirror": "open", "stripe": None}]}}
 
 
 def test_the_window_customer_account_and_limit_scope_both_sides(app, services, stripe, fake, env, drifted):

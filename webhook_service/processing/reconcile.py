@@ -314,6 +314,9 @@ class _Comparison:
                 if raw is None:
                     self.report.invoices += 1
                     self.report.note(GONE, {"id": invoice_id, "mirror": _mirror_status(row), "stripe": None})
+                    if row.status == "draft":  # only drafts can be deleted: its invoice.deleted was lost
+                        stub = {"id": invoice_id, "object": "invoice", "deleted": True, "livemode": self.live}
+                        self._fix(invoice_id, self._event(stub, asked_at), None)
                 else:
                     self._compare_invoice(raw, row, asked_at)
 
