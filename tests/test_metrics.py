@@ -15,7 +15,7 @@ import handlers
 from tests.conftest import OTHER_SECRET, SECRET, StripeSender, make_config
 from tests.helpers import run_worker
 from webhook_service.core.models import EventStatus, ProcessHeartbeat, StripeEvent, utcnow
-from webhook_service.processing import counters, eventlog, heartbeats
+from webhook_service.processing import counters, eventlog, heartbeats, snapshots
 from webhook_service.processing.envelope import parse_envelope
 from webhook_service.web.app import create_app
 from webhook_service.web.reporter import Reporter
@@ -265,7 +265,7 @@ def test_rejections_are_logged_and_counted_by_reason_without_body_or_header(
     assert SECRET not in logged and OTHER_SECRET not in logged
 
 
-def test_readyz_shows_a_secret_mismatch(client, stripe, fixture_events):
+def test_readyz_shows_a_secret_mismatch(client, stripe, fixture_events, services):
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.get_json()["webhook_signatures"]["status"] == "ok"
     for event in fixture_events[:3]:
@@ -278,6 +278,13 @@ def test_readyz_shows_a_secret_mismatch(client, stripe, fixture_events):
         body["webhook_signatures"]["status"] == "mismatch" and body["webhook_signatures"]["mismatched"] == 3
     )
     assert "STRIPE_WEBHOOK_SECRETS" in body["warnings"][0]
+    # A backfill or a repair logging what it fetched meanwhile is no accepted delivery.
+    fetched = [
+        snapshots.snapshot_event(event["data"]["object"], source=source, run=1, fetched_at=int(time.time()))
+        for source, event in zip(snapshots.SOURCES, fixture_events[4:], strict=False)
+    ]
+    assert snapshots.record_snapshots(services.db, None, fetched).recorded == 2
+    assert client.get("/readyz").get_json()["webhook_signatures"]["status"] == "mismatch"
     assert stripe.post(fixture_events[3]).status_code == 200
     signatures = client.get("/readyz").get_json()["webhook_signatures"]
     assert (signatures["status"], signatures["accepted"]) == ("partial_mismatch", 1)

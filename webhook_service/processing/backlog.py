@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from webhook_service.core.models import EventStatus, StripeEvent, utcnow
+from webhook_service.processing import snapshots
 
 #: Counts stop here (a gauge reading 100000 means "at least"); 100k index entries take ~10 ms.
 COUNT_CAP = 100_000
@@ -73,6 +74,13 @@ def _since(moment: datetime | None, now: datetime) -> float:
     return max((now - moment).total_seconds(), 0.0) if moment is not None else 0.0
 
 
-def received_since(session: Session, since: datetime) -> int:
-    """Events recorded since `since`, counted up to `COUNT_CAP` (a range of ix_stripe_events_received)."""
-    return int(session.scalar(sa.select(_count(StripeEvent.received_at >= since))) or 0)
+def received_since(session: Session, since: datetime, *, deliveries: bool = False) -> int:
+    """Events recorded since `since`, counted up to `COUNT_CAP` (a range of ix_stripe_events_received).
+
+    :param deliveries: leave out the objects backfill and reconcile fetched (logged as events of
+        their own, processing/snapshots.py): only what reached the log from outside counts.
+    """
+    conditions = [StripeEvent.received_at >= since]
+    if deliveries:
+        conditions += [~StripeEvent.id.like(f"{source}\\_%", escape="\\") for source in snapshots.SOURCES]
+    return int(session.scalar(sa.select(_count(*conditions))) or 0)

@@ -31,6 +31,9 @@ EVENT_TYPE_OF = {
 }
 #: Events recorded per database round trip.
 CHUNK = 100
+#: The commands whose fetched objects are logged as events (the `<source>_` of their ids): none
+#: of those events is a delivery, which /readyz's signature check counts.
+SOURCES = ("backfill", "reconcile")
 
 
 @dataclass
@@ -60,6 +63,7 @@ def snapshot_event(
     backfill re-reading its last page) is a duplicate, not a second snapshot. An object
     id too long for the event log's key is replaced there by its digest (`data.object` keeps it).
     """
+    assert source in SOURCES, source
     kind = str(obj.get("object"))
     event_id = f"{source}_{obj.get('id')}_{run}"
     if len(event_id) > MAX_EVENT_ID_LENGTH:

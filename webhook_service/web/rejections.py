@@ -103,7 +103,7 @@ def signature_health(session: Session, secrets_configured: bool, now: datetime |
     """
     now = now or utcnow()
     mismatched = counters.recent_rejections(session, "signature_mismatch", SIGNATURE_WINDOW, now)
-    accepted = backlog.received_since(session, now - SIGNATURE_WINDOW)
+    accepted = backlog.received_since(session, now - SIGNATURE_WINDOW, deliveries=True)
     window = f"{int(SIGNATURE_WINDOW.total_seconds() // 60)} min"
     report = {"window": window, "mismatched": mismatched, "accepted": accepted}
     if not secrets_configured:
