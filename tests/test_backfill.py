@@ -407,6 +407,15 @@ def test_bad_input_and_unreachable_services_get_one_clear_line(app, services, fa
     assert "webhook-service: error: the backfill stopped: the shared request budget is unreachable" in (
         no_redis.output
     )
+    assert "is REDIS_URL right?" in no_redis.output
+    fake.state.api_key = KEY
+    fake.fail("/v1/customers", 429, retry_after="3600")
+    held_off = invoke_cli("backfill", "--only", "customers", env=env)
+    assert held_off.exit_code == 2, held_off.output
+    assert (
+        "the backfill stopped: GET /v1/customers failed after 1 attempt(s): Stripe asked to wait 3600 s"
+        in (held_off.output)
+    )
     bad = invoke_cli("backfill", "--account", "cus_1", env=env)
     assert bad.exit_code == 2 and "expected a Connect account id like acct_" in bad.output
     wrong = invoke_cli("backfill", "--only", "prices", env=env)
@@ -415,6 +424,7 @@ def test_bad_input_and_unreachable_services_get_one_clear_line(app, services, fa
         actions = session.scalars(sa.select(OperatorAction).where(OperatorAction.action == "backfill")).all()
     assert [action.result["error"][:40] for action in actions] == [
         "Stripe refused STRIPE_API_KEY (HTTP 401)", "the backfill stopped: the shared request",
+        "the backfill stopped: GET /v1/customers ",
     ]  # fmt: skip
 
 

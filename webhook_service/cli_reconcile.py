@@ -117,9 +117,9 @@ def reconcile_command(since, customer_id, account, limit, repair: bool, as_json:
     except StripeUnavailable as exc:
         if exc.http_status in REFUSED_KEY:
             startup.fail(f"reconcile stopped: {REFUSED_KEY[exc.http_status]}")
-        startup.fail(f"reconcile stopped, Stripe kept failing: {error_first_line(str(exc), 200)}")
+        startup.fail(f"reconcile stopped: {error_first_line(str(exc), 200)}")
     except StripeAPIError as exc:
-        startup.fail(f"reconcile stopped, Stripe kept failing: {error_first_line(str(exc), 200)}")
+        startup.fail(f"reconcile stopped: {error_first_line(str(exc), 200)}")
     except (sa.exc.SQLAlchemyError, EventLogUnavailable) as exc:
         startup.fail(
             f"reconcile stopped, the database failed ({type(exc).__name__}); run it again once it answers "

@@ -153,6 +153,9 @@ class StripeClient:
                     should_retry = _should_retry(response)
                 retry_after = _retry_after(response)
             wait = self._backoff(attempt, retry_after)
+            if should_retry and wait > self.max_sleep and attempt < self.max_attempts:
+                asked = f"Stripe asked to wait {wait:.0f} s, more than this waits ({self.max_sleep:.0f} s)"
+                reason = f"{asked}; {reason}"
             if not should_retry or attempt == self.max_attempts or wait > self.max_sleep:
                 error = (body or {}).get("error")
                 error = error if isinstance(error, dict) else {}
@@ -219,7 +222,7 @@ class StripeClient:
         except BudgetExhausted as exc:
             raise StripeUnavailable(str(exc), retry_after=5.0) from exc
         except redis.RedisError as exc:
-            reason = f"the shared request budget is unreachable ({type(exc).__name__})"
+            reason = f"the shared request budget is unreachable ({type(exc).__name__}): is REDIS_URL right?"
             raise StripeUnavailable(reason) from exc
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
