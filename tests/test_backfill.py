@@ -412,6 +412,9 @@ def test_bad_input_and_unreachable_services_get_one_clear_line(app, services, fa
     fake.fail("/v1/customers", 429, retry_after="3600")
     held_off = invoke_cli("backfill", "--only", "customers", env=env)
     assert held_off.exit_code == 2, held_off.output
+    assert "\n1 request to Stripe.\n" in held_off.output
+    future = invoke_cli("backfill", "--since", "2099-01-01", env=env)
+    assert future.exit_code == 2 and "--since (2099-01-01T00:00:00+00:00) is in the future" in future.output
     assert (
         "the backfill stopped: GET /v1/customers failed after 1 attempt(s): Stripe asked to wait 3600 s"
         in (held_off.output)

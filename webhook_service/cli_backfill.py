@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import click
@@ -54,6 +55,8 @@ def backfill_command(only, since, account: str | None, dry_run: bool, restart: b
     nothing newer from a webhook is overwritten. A killed run resumes after its last recorded
     page when run again; a finished one starts over.
     """
+    if since is not None and since > datetime.now(UTC):
+        raise click.UsageError(f"--since ({since.isoformat(timespec='seconds')}) is in the future")
     import redis
     import sqlalchemy as sa
 
@@ -211,7 +214,7 @@ def _print_totals(report: BackfillReport) -> None:
         if len(item.refused) > REFUSED_SHOWN:
             click.echo(f"  … and {len(item.refused) - REFUSED_SHOWN} more refused (the audit row lists them)")
     retried = f", {report.retries} retried" if report.retries else ""
-    click.echo(f"{report.requests} requests to Stripe{retried}.")
+    click.echo(f"{report.requests} request{'' if report.requests == 1 else 's'} to Stripe{retried}.")
     if report.dry_run:
         click.echo("Dry run: nothing recorded, no cursor moved.")
     elif report.recorded:
