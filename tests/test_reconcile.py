@@ -237,6 +237,21 @@ def test_a_repair_never_undoes_a_newer_webhook(app, services, stripe, fake, env)
     ]
 
 
+def test_a_mirror_ahead_of_stripe_is_reported_and_not_repaired(app, services, stripe, fake, env):
+    """Paid here, open in Stripe's copy: no fetched copy can move a status back, so none is recorded."""
+    book = Book("ahead")
+    life = book.invoice("A-1", 4000)
+    finalized = life.finalized(T)
+    deliver(stripe, [book.history.created(T - 100), finalized, *life.paid(T + 30)])
+    run_worker(app)
+    fake.put_invoice(finalized["data"]["object"])  # Stripe's copy: still open
+    fake.put("customers", customer_object(book.who, T - 100, balance=-2000))
+    report = report_of(run(env, "--repair", "--json"))
+    assert report["drift"]["status"]["examples"] == [{"id": life.id, "mirror": "paid", "stripe": "open"}]
+    assert report["repaired"] == 0
+    assert mirrored(services, life.id).status == "paid"
+
+
 def test_the_table_names_fields_and_ids_never_customer_names_or_emails(env, drifted):
     book, lives = drifted
     result = run(env)

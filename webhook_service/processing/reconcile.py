@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session, selectinload
 
 import handlers
 from handlers import customers, invoice_eras, invoices
+from handlers.status_history import STATUS_RANK
 from webhook_service.core.config import Config
 from webhook_service.core.errors import PermanentEventError
 from webhook_service.core.models import Customer, Invoice, ReconcileRun, utcnow
@@ -283,7 +284,10 @@ class _Comparison:
             if have != want:
                 self.report.note(name, {"id": row.id, "mirror": have, "stripe": want})
                 drifted = True
-        if drifted:
+        # A mirror *ahead* of Stripe (paid here, open there) is reported, not repaired: statuses
+        # never move back, so the fetched copy would change nothing and only count as a repair.
+        ahead = STATUS_RANK.get(row.status, -1) > STATUS_RANK.get(status, -1)
+        if drifted and not ahead:
             self._fix(raw["id"], event, customer_id)
 
     def _check_unlisted(self) -> None:
