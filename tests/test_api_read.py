@@ -2,6 +2,7 @@
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -196,3 +197,18 @@ def test_prefix_searches_are_answered_from_their_index(client, services, path, p
     # condition on the prefix index (sequential scans disfavoured, as on a big table).
     plans = like_query_plans(services.db.engine, lambda: get(client, path, **params))
     assert plans and all(index in plan and "Index Cond" in plan for plan in plans), plans
+
+
+def test_a_payment_before_its_invoice_lists_no_placeholder_invoice(app, client, stripe):
+    """invoice_payment.paid may come first (or alone): the row it leaves is no invoice to list."""
+    path = (
+        Path(__file__).resolve().parent.parent / "fixtures/eras/2025-10-29.clover/invoice_payment.paid.json"
+    )
+    event = json.loads(path.read_text())
+    assert stripe.post(event).status_code == 200
+    run_worker(app)
+    invoice_id = event["data"]["object"]["invoice"]
+    invoice_id = invoice_id["id"] if isinstance(invoice_id, dict) else invoice_id
+    listed = get(client, "/invoices").get_json()
+    assert invoice_id not in [row["id"] for row in listed["items"]]
+    assert get(client, f"/invoices/{invoice_id}").status_code == 404

@@ -501,3 +501,19 @@ def test_two_repairs_in_one_second_each_record_their_copies(services, env, drift
     with services.db.sessions() as session:
         logged = session.scalars(sa.select(StripeEvent.id).where(StripeEvent.id.like("reconcile_%"))).all()
     assert len(set(logged)) == 6
+
+
+def test_a_past_due_invoice_whose_amounts_drifted_is_repaired(app, services, stripe, fake, env):
+    """past_due is the mirror's refinement of open, not a status ahead of Stripe's."""
+    book = Book("pastdue")
+    life = book.invoice("P-1", 4000, collection_method="send_invoice")
+    deliver(stripe, [book.history.created(T - 100), life.finalized(T), life.payment_failed(T + 10)])
+    run_worker(app)
+    assert mirrored(services, life.id).status == "past_due"
+    copy = {**last_object(life), "amount_paid": 1000, "amount_remaining": 3000}
+    fake.put_invoice(copy)
+    fake.put("customers", customer_object(book.who, T - 100, balance=-2000))
+    report = report_of(run(env, "--repair", "--json"))
+    assert "amount_paid" in report["drift"] and report["repaired"] == 1
+    run_worker(app)
+    assert mirrored(services, life.id).amount_paid == 1000

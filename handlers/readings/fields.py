@@ -79,20 +79,26 @@ class Int(StripeField):
 
     expected = "an integer"
 
-    def __init__(self, column=None, **kwargs):
+    def __init__(self, column=None, *, count: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.narrow = column is not None and type(column.type) is sa.Integer
+        self.count = count
 
     def _deserialize(self, value, attr, data, **kwargs):
         if type(value) is not int:
             self.fail(value)
-        return check_int(value, narrow=self.narrow)
+        return check_int(value, narrow=self.narrow, count=self.count)
 
 
-def check_int(value: int, *, narrow: bool = False) -> int:
-    """Refuse an integer out of range: beyond 15 digits, or beyond 32 bits where `narrow`."""
+def check_int(value: int, *, narrow: bool = False, count: bool = False) -> int:
+    """Refuse an integer out of range: beyond 15 digits, or beyond 32 bits where `narrow`. A
+    `count` (a line's quantity, a list's total) is never summed or negated: any signed 64-bit."""
     if narrow and not INT32_MIN <= value <= INT32_MAX:
         raise ValidationError(f"expected an integer in the signed 32-bit range, got {describe(value)}")
+    if count:
+        if not -(2**63) <= value < 2**63:
+            raise ValidationError(f"expected an integer in the signed 64-bit range, got {describe(value)}")
+        return value
     if not -MAX_AMOUNT <= value <= MAX_AMOUNT:
         raise ValidationError(f"expected an integer of at most 15 digits, got {describe(value)}")
     return value

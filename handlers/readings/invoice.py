@@ -99,7 +99,7 @@ class Line(Reading):
     amount = Int(required=True, allow_none=False)
     currency = Currency()
     description = Text(InvoiceLine.description)
-    quantity = Int()
+    quantity = Int(count=True)  # metered usage: bytes, tokens
     period = Obj(Period)
     proration = Bool()
     price = Obj(Price)
@@ -114,7 +114,7 @@ class Line(Reading):
 
 class Lines(Page):
     data = items(Line)
-    total_count = Int()
+    total_count = Int(count=True)
 
 
 class TaxAmount(Reading):

@@ -193,3 +193,14 @@ def test_empty_ids_and_non_string_metadata_read_as_absent_both_ways(read):
     ):
         with pytest.raises(PermanentEventError, match=f"^{re.escape(error)}$"):
             read(copy.deepcopy(event) | {"data": {"object": obj | change}}, "invoice")
+
+
+def test_a_quantity_is_a_count_not_an_amount():
+    """Metered usage (bytes, tokens) can pass 15 digits: a quantity is never summed or negated."""
+    event = copy.deepcopy(next(e for e in HANDLED if e["type"].startswith("invoice.") and
+                               e["data"]["object"].get("lines", {}).get("data")))  # fmt: skip
+    event["data"]["object"]["lines"]["data"][0]["quantity"] = 2 * 10**15
+    assert handlers.read(event)["data"]["object"]["lines"]["data"][0]["quantity"] == 2 * 10**15
+    event["data"]["object"]["lines"]["data"][0]["quantity"] = 2**63
+    with pytest.raises(PermanentEventError, match=r"quantity: expected an integer in the signed 64-bit"):
+        handlers.read(event)

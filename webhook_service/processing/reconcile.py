@@ -286,7 +286,8 @@ class _Comparison:
                 drifted = True
         # A mirror *ahead* of Stripe (paid here, open there) is reported, not repaired: statuses
         # never move back, so the fetched copy would change nothing and only count as a repair.
-        ahead = STATUS_RANK.get(row.status, -1) > STATUS_RANK.get(status, -1)
+        mirrored = "open" if row.status == "past_due" else row.status  # past_due refines open
+        ahead = STATUS_RANK.get(mirrored, -1) > STATUS_RANK.get(status, -1)
         if drifted and not ahead:
             self._fix(raw["id"], event, customer_id)
 

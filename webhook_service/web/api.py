@@ -142,7 +142,10 @@ def list_invoices(args):
     `issued_from` is inclusive and `issued_to` exclusive; `issued_from` after `issued_to` is a 400
     (an inverted range is a mistake, not an empty answer).
     """
-    stmt = _scoped(sa.select(Invoice).where(Invoice.deleted_at.is_(None)), Invoice, args)
+    # Only invoices an invoice snapshot has described (as the detail view): a payment that came
+    # before its invoice leaves a placeholder row, not an invoice to show.
+    listed = sa.select(Invoice).where(Invoice.deleted_at.is_(None), Invoice.version_key != "")
+    stmt = _scoped(listed, Invoice, args)
     if "status" in args:
         stmt = stmt.where(Invoice.status == args["status"])
     if "customer" in args:
