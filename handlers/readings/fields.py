@@ -16,11 +16,12 @@ from collections.abc import Mapping
 import sqlalchemy as sa
 from marshmallow import EXCLUDE, Schema, ValidationError, fields
 
-#: The largest magnitude of an amount (or a count stored in a 64-bit column): 15 digits. Stripe's
+#: The largest magnitude of an amount: 15 digits. Stripe's
 #: largest amounts have 12 (IDR 999,999,999,999 in minor units), and the bound leaves room for the
 #: sums and negations handlers make of them (thousands of them still fit a signed 64-bit column),
 #: so a value Stripe cannot hold fails its event here instead of overflowing a write (a retry).
 MAX_AMOUNT = 10**15 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 #: 9999-12-31T23:59:59Z: the last second Python's datetime (and a timestamp column) can hold.
 MAX_TIMESTAMP = 253_402_300_799
@@ -74,8 +75,8 @@ class StripeField(fields.Field):
 
 class Int(StripeField):
     """An integer amount or count: a JSON integer (not a string, a boolean or a decimal) of at
-    most 15 digits (`MAX_AMOUNT`), or signed 32-bit where `column` is a plain Integer column (a
-    count like `attempt_count`)."""
+    most 15 digits (`MAX_AMOUNT`); signed 32-bit where `column` is a plain Integer column (a
+    count like `attempt_count`), signed 64-bit for another `count`."""
 
     expected = "an integer"
 
@@ -91,16 +92,16 @@ class Int(StripeField):
 
 
 def check_int(value: int, *, narrow: bool = False, count: bool = False) -> int:
-    """Refuse an integer out of range: beyond 15 digits, or beyond 32 bits where `narrow`. A
-    `count` (a line's quantity, a list's total) is never summed or negated: any signed 64-bit."""
-    if narrow and not INT32_MIN <= value <= INT32_MAX:
-        raise ValidationError(f"expected an integer in the signed 32-bit range, got {describe(value)}")
-    if count:
-        if not -(2**63) <= value < 2**63:
-            raise ValidationError(f"expected an integer in the signed 64-bit range, got {describe(value)}")
-        return value
-    if not -MAX_AMOUNT <= value <= MAX_AMOUNT:
-        raise ValidationError(f"expected an integer of at most 15 digits, got {describe(value)}")
+    """Refuse an integer out of range: beyond 32 bits where `narrow`; beyond 64 bits for a
+    `count` (a line's quantity, a list's total: never summed or negated); else beyond 15 digits."""
+    if narrow:
+        low, high, what = INT32_MIN, INT32_MAX, "in the signed 32-bit range"
+    elif count:
+        low, high, what = INT64_MIN, INT64_MAX, "in the signed 64-bit range"
+    else:
+        low, high, what = -MAX_AMOUNT, MAX_AMOUNT, "of at most 15 digits"
+    if not low <= value <= high:
+        raise ValidationError(f"expected an integer {what}, got {describe(value)}")
     return value
 
 

@@ -45,7 +45,7 @@ from webhook_service.core.models import BackfillCursor, utcnow
 from webhook_service.processing.db import Database
 from webhook_service.processing.queue import EventQueue
 from webhook_service.processing.resync import MAX_ATTEMPTS, MAX_WAIT_SECONDS
-from webhook_service.processing.snapshots import record_snapshots, snapshot_event
+from webhook_service.processing.snapshots import BACKFILL, record_snapshots, snapshot_event
 from webhook_service.processing.stripe_client import PAGE_SIZE, StripeClient, build_client, is_live_key
 
 logger = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ PATHS = {"customers": "/v1/customers", "invoices": "/v1/invoices", "credit_notes
 #: Lists whose objects embed a first page of lines (`lines.has_more`), completed before recording.
 WITH_LINES = frozenset({"invoices", "credit_notes"})
 #: The `<source>` of the snapshot events' ids (`backfill_<object id>_<run second>`).
-SOURCE = "backfill"
+SOURCE = BACKFILL
 #: The cursor's account for the platform's own objects (the column is part of the key, never null).
 PLATFORM = ""
 

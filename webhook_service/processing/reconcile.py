@@ -56,7 +56,7 @@ DRIFT_FIELDS = (*INVOICE_FIELDS, CREDIT_BALANCE, MISSING, GONE, UNREADABLE)
 EXAMPLES = 3
 #: The synthetic events' id prefix (`reconcile_<object id>_<run second>-<run id>`: two runs in
 #: one second must not make one's repairs duplicates of the other's).
-SOURCE = "reconcile"
+SOURCE = snapshots.RECONCILE
 #: Mirrored rows loaded per query while comparing.
 CHUNK = 100
 #: An operator's run may wait for Stripe longer than a worker's fetch (as resync does).
@@ -279,15 +279,14 @@ class _Comparison:
         for name in INVOICE_FIELDS:
             have = _mirror_status(row) if name == "status" else getattr(row, name)
             want = expected[name]
-            if name == "status" and have == "past_due" and want == "open":
-                continue  # the mirror's refinement of open: its due date passed, or a payment failed
+            if name == "status" and _as_stripe_status(have) == want:
+                continue  # past_due: the mirror's refinement of open
             if have != want:
                 self.report.note(name, {"id": row.id, "mirror": have, "stripe": want})
                 drifted = True
         # A mirror *ahead* of Stripe (paid here, open there) is reported, not repaired: statuses
         # never move back, so the fetched copy would change nothing and only count as a repair.
-        mirrored = "open" if row.status == "past_due" else row.status  # past_due refines open
-        ahead = STATUS_RANK.get(mirrored, -1) > STATUS_RANK.get(status, -1)
+        ahead = STATUS_RANK.get(_as_stripe_status(row.status), -1) > STATUS_RANK.get(status, -1)
         if drifted and not ahead:
             self._fix(raw["id"], event, customer_id)
 
@@ -457,6 +456,12 @@ def last_run(session: Session) -> ReconcileRun | None:
         .limit(1)
     )
     return session.scalar(stmt)
+
+
+def _as_stripe_status(status: str) -> str:
+    """The mirror's status as Stripe names it: `past_due` is the portal's refinement of `open`
+    (its due date passed, or a payment failed), not a status Stripe has."""
+    return "open" if status == "past_due" else status
 
 
 def _mirror_status(row: Invoice) -> str:

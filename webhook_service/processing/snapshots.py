@@ -33,7 +33,8 @@ EVENT_TYPE_OF = {
 CHUNK = 100
 #: The commands whose fetched objects are logged as events (the `<source>_` of their ids): none
 #: of those events is a delivery, which /readyz's signature check counts.
-SOURCES = ("backfill", "reconcile")
+BACKFILL, RECONCILE = "backfill", "reconcile"
+SOURCES = (BACKFILL, RECONCILE)
 
 
 @dataclass
