@@ -138,7 +138,7 @@ def test_a_non_string_under_a_key_in_use_reads_as_absent(services, value):
     "value, error",
     [
         ("org\x0042", "expected text without NUL characters"),
-        ("o" * 256, "expected at most 255 characters, got 256"),
+        ("o" * 501, "expected at most 500 characters, got 501"),
     ],
 )
 def test_a_metadata_value_in_use_is_checked_like_mirrored_text(services, value, error):
@@ -150,6 +150,15 @@ def test_a_metadata_value_in_use_is_checked_like_mirrored_text(services, value, 
     # The same text under a key the service does not read is no one's business.
     customer["data"]["object"]["metadata"] = {"portal_entity_id": "org_42", "note": value}
     assert deliver(services, customer) == {customer["id"]: PROCESSED}
+
+
+def test_a_metadata_value_as_long_as_stripe_allows_is_the_entity_id(services):
+    """Stripe allows metadata values of up to 500 characters; the portal's id may use them all."""
+    customer = event("2024-06-20", "customer.updated")
+    customer["data"]["object"]["metadata"]["portal_entity_id"] = "o" * 500
+    assert deliver(services, customer) == {customer["id"]: PROCESSED}
+    with services.db.sessions() as session:
+        assert session.get(Customer, era.CUSTOMER).entity_id == "o" * 500
 
 
 # 4. Empty-string ids -----------------------------------------------------------------------

@@ -3,8 +3,9 @@
 `objects(version, family, times)` draws a `data.object` of the family as that version's schema
 describes it: every field the family's reading declares that the version has (present when the
 schema requires it, else present or absent), of a type the schema allows, null where it is
-nullable, any value of an enum, any metadata value the schema allows (anything at all where it
-types metadata as a bare object, 2017-08-15 to 2018-05-21), and an empty string wherever a
+nullable, any value of an enum, any metadata value the schema allows (up to its longest, under
+the keys the service reads and others; anything at all where it types metadata as a bare
+object, 2017-08-15 to 2018-05-21), and an empty string wherever a
 string or an id may be one. Fields the reading does not declare are left out: the reading drops
 them before any handler runs (tests/handlers/test_readings.py).
 
@@ -24,10 +25,13 @@ from hypothesis import strategies as st
 from handlers.readings import OBJECT_READINGS, fields
 from handlers.readings.customer import CreditMap
 from handlers.readings.fields import MAX_TIMESTAMP
+from handlers.settings import DEFAULT_SETTINGS
 from tests.spec.conformance import shape_type
 from tests.spec.schemas import Version, enum_of, variants
 
 CURRENCIES = ("usd", "eur", "gbp", "jpy", "chf")
+#: The metadata keys the service reads (by default).
+METADATA_KEYS = (DEFAULT_SETTINGS.entity_id_key, DEFAULT_SETTINGS.entity_type_key)
 _ALPHABET = st.characters(exclude_categories=["Cs"], exclude_characters="\x00")
 _ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 _ANY_JSON = st.recursive(
@@ -108,8 +112,13 @@ def _shape(version: Version, field, shape: dict, path: str, times) -> st.SearchS
 def _object_shape(version: Version, field, shape: dict, path: str, times) -> st.SearchStrategy:
     if isinstance(field, fields.StringMap):
         values = shape.get("additionalProperties")
-        value = _ANY_JSON if values is None else _string(None, values)
-        return st.dictionaries(st.text(_ALPHABET, max_size=10), value, max_size=4)
+        if values is None:
+            return st.dictionaries(st.text(_ALPHABET, max_size=10), _ANY_JSON, max_size=4)
+        # The keys the service reads among others, with values up to the schema's longest.
+        longest = values.get("maxLength") or 500
+        value = _string(None, values) | st.text(_ALPHABET, min_size=longest, max_size=longest)
+        keys = st.sampled_from(METADATA_KEYS) | st.text(_ALPHABET, max_size=10)
+        return st.dictionaries(keys, value, max_size=4)
     if isinstance(field, CreditMap):
         return st.dictionaries(st.sampled_from(CURRENCIES), st.integers(-(10**12), 10**12), max_size=3)
     if "$ref" in shape or not isinstance(field, fields.Obj):

@@ -151,7 +151,8 @@ class Customer(Base):
         sa.Boolean, default=False, server_default=sa.false(), nullable=False
     )
     entity_type: Mapped[str] = mapped_column(sa.String(32), default="organization")
-    entity_id: Mapped[str | None] = mapped_column(sa.String(255))
+    #: The portal's id from the customer's metadata: as wide as a Stripe metadata value (500).
+    entity_id: Mapped[str | None] = mapped_column(sa.String(500))
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: Sortable key of the data the row holds: customer events ("1…") outrank invoice hints ("0…").
     version_key: Mapped[str] = mapped_column(sa.String(300), default="")

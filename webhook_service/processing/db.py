@@ -181,14 +181,35 @@ def upgrade(url: str, revision: str = "head") -> None:
     from alembic import command
 
     engine = create_database(url).engine
+    sqlite = engine.dialect.name == "sqlite"
     try:
         with engine.connect() as connection:
+            if sqlite:
+                # SQLite's procedure for altering a table: foreign keys off (a pragma that only
+                # works outside a transaction, hence on the driver's connection), or the table
+                # copy a batch migration makes would cascade its DROP into the child rows.
+                driver = connection.connection.dbapi_connection
+                assert driver is not None  # a checked-out connection always has one
+                driver.execute("PRAGMA foreign_keys = OFF")
             cfg = alembic_config(url)
             cfg.attributes["connection"] = connection
             command.upgrade(cfg, revision)
+            if sqlite:
+                _check_foreign_keys(connection)
             connection.commit()
     finally:
         engine.dispose()
+
+
+def _check_foreign_keys(connection: sa.Connection) -> None:
+    """What SQLite did not enforce during the migration, checked before it commits.
+
+    :raises RuntimeError: a row points at one that is not there (the migration is rolled back).
+    """
+    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+    if broken:
+        tables = sorted({row[0] for row in broken})
+        raise RuntimeError(f"migration left rows whose foreign key points nowhere, in: {', '.join(tables)}")
 
 
 def current_revision(engine: sa.Engine) -> str | None:
