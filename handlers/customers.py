@@ -185,8 +185,9 @@ def handle_customer_event(event: dict, session: Session) -> None:
     raw_created = event.get("created")
     created = raw_created if isinstance(raw_created, int) else 0
     if is_deletion_stub(event["data"]["object"]):
-        # What a fetch of a deleted customer returns: gone by then, and nothing else said, so the
-        # mirrored profile, entity and credit stay, and no snapshot outranks the ones before it.
+        # What Stripe answers for a deleted customer, should an event carry it: gone by then, and
+        # nothing else said, so the mirrored profile, entity and credit stay, and no snapshot
+        # outranks the ones before it. (The worker's own fetches mark the event `_gone_at` instead.)
         _mark_deleted(customer, ordering.observed_second(event))
     else:
         won = ordering.winner(session, event, customer.version_key, "customer", order_prefix)
@@ -196,6 +197,9 @@ def handle_customer_event(event: dict, session: Session) -> None:
             _apply_snapshot(session, customer, snapshot["data"]["object"], ordering.observed_second(snapshot))
     if event["type"] == "customer.deleted":
         _mark_deleted(customer, created)
+    gone = ordering.gone_at(event)
+    if gone is not None:  # a fetch found it deleted, the event's own snapshot applied above
+        _mark_deleted(customer, gone)
     ledger.reconcile(customer)
 
 

@@ -101,7 +101,7 @@ def handle_invoice_event(event: dict, session: Session) -> None:
         session.add(invoice)
     claim(invoice, "invoice", scope, established=bool(invoice.version_key))
     if is_deletion_stub(obj):  # a deleted draft, as Stripe's DELETE or a fetch answers
-        _mark_deleted(invoice, event, obj)
+        _mark_deleted(invoice, _event_time(event, obj))
         return
 
     won = ordering.winner(session, event, invoice.version_key, "invoice", order_prefix)
@@ -136,7 +136,10 @@ def handle_invoice_event(event: dict, session: Session) -> None:
         copy_scope(line, scope)
 
     if invoice_eras.is_deleted(event["type"], obj):
-        _mark_deleted(invoice, event, obj)
+        _mark_deleted(invoice, _event_time(event, obj))
+    gone = ordering.gone_at(event)
+    if gone is not None:  # a fetch found the draft deleted, the event's own snapshot applied above
+        _mark_deleted(invoice, timestamp(gone))
 
     _observe_status(invoice, event, obj, stripe_status)
     if not invoice_eras.has_transition_times(obj):
@@ -148,9 +151,12 @@ def handle_invoice_event(event: dict, session: Session) -> None:
     invoice.status = status_history.portal_status(invoice)
 
 
-def _mark_deleted(invoice: Invoice, event: dict, obj: dict) -> None:
-    """Sticky; the earliest event showing the deletion gives its time, whatever the order."""
-    deleted_at = timestamp(event.get("created")) or timestamp(obj.get("created"))
+def _event_time(event: dict, obj: dict) -> datetime | None:
+    return timestamp(event.get("created")) or timestamp(obj.get("created"))
+
+
+def _mark_deleted(invoice: Invoice, deleted_at: datetime | None) -> None:
+    """Sticky; the earliest second showing the deletion gives its time, whatever the order."""
     if invoice.deleted_at is None or (deleted_at is not None and deleted_at < invoice.deleted_at):
         invoice.deleted_at = deleted_at
 

@@ -27,8 +27,18 @@ from webhook_service.core.models import EventStatus, StripeEvent
 #: Set by the worker on an event whose `data.object` it fetched from Stripe: the Unix second of the
 #: fetch. The snapshot is then an observation of that second, not of the event's `created`.
 FETCHED_AT = "_fetched_at"
+#: Set by the worker when the fetch found the object deleted (Stripe answers `{id, object,
+#: deleted}`): the Unix second of that fetch. The event keeps its own snapshot, which handlers
+#: order as usual, and the object is marked deleted as of that second at the latest.
+GONE_AT = "_gone_at"
 
 PrefixOf = Callable[[dict], str]
+
+
+def gone_at(event: dict) -> int | None:
+    """The second a fetch found the event's object deleted, if one did (`GONE_AT`)."""
+    value = event.get(GONE_AT)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def observed_second(event: dict) -> int:
@@ -160,6 +170,8 @@ def same_prefix_snapshots(session: Session, event: dict, family: str, prefix_of:
 
     Reads the event log (the durable copy of every accepted event), so events of the same
     second in other batches, processed or not, take part; only events of that second are read.
+    The event takes part as logged (and read), not as the worker completed it (lines paged,
+    prices looked up): the comparison must see the same content whichever event is the current.
     """
     key = _key(event, family)
     if key is None:
@@ -170,8 +182,9 @@ def same_prefix_snapshots(session: Session, event: dict, family: str, prefix_of:
         expected.setdefault(key, [])
         _read_logged(session, {k: v for k, v in expected.items() if k not in cache}, cache)
     prefix = prefix_of(event)
+    own = next((e for e in cache[key] if e.get("id") == event["id"] and prefix_of(e) == prefix), event)
     others = [e for e in cache[key] if e.get("id") != event["id"] and prefix_of(e) == prefix]
-    return [event, *others]
+    return [own, *others]
 
 
 def _read_logged(session: Session, wanted: dict[Key, list[dict]], cache: dict[Key, list[dict]]) -> None:
@@ -238,6 +251,8 @@ def winner(
         changed = (event.get("data") or {}).get("previous_attributes")
         return (event, f"{prefix}.{event['id']}") if changed else None
     best = newest(group)
+    if best["id"] == event["id"]:
+        best = event  # as the worker completed it
     if best["id"] != event["id"] and best["id"] == stored_id:
         return None  # the row already holds the newest
     return best, f"{prefix}.{best['id']}"

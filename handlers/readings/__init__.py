@@ -69,6 +69,8 @@ def _envelope(object_schema: type[Schema]) -> Schema:
             "account": Id(),
             # Set by the worker on a snapshot it fetched from Stripe (handlers.ordering.FETCHED_AT).
             "_fetched_at": Timestamp(),
+            # Set by the worker when that fetch found the object deleted (handlers.ordering.GONE_AT).
+            "_gone_at": Timestamp(),
             "data": Obj(data, required=True, allow_none=False),
         },
     )

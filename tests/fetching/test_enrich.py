@@ -212,6 +212,66 @@ def test_customers_tie_settled_by_evidence_needs_no_fetch(stripe, services, fake
     assert not any(path.startswith("/v1/customers") for path in fake.paths())
 
 
+def test_a_tie_whose_fetch_finds_the_customer_deleted_keeps_the_events_own_snapshots(
+    stripe, services, fake, app
+):
+    """Stripe answers a deleted customer with `{id, object, deleted}`. The tied events keep their
+    own snapshots (ordered as without a key), the customer is marked deleted, and the order in
+    which the two arrive changes nothing."""
+    from tests.conftest import clean_tables
+    from tests.helpers import mirror_state
+
+    ids = Ids("gone-tie")
+    customer = Customer(ids.make("cus"), "Gone Co", "gone@example.com")
+    history = CustomerHistory(
+        ids, customer, NEW_API, {"entity_type": "company", "portal_entity_id": "org_gone"}
+    )
+    more, less = history.balance_changed(T + 5, -700), history.balance_changed(T + 5, -300)
+    for event in (more, less):
+        event["data"]["previous_attributes"] = {"metadata": {"note": event["id"]}}  # no evidence
+    fake.put("customers", {"id": customer.id, "object": "customer", "deleted": True})
+    outcomes = []
+    for order in ((more, less), (less, more)):
+        clean_tables(services.db.engine)
+        for event in order:
+            stripe.post(event)
+            drain_all(services)  # one at a time: each event's own fetch finds the customer gone
+        row = dict(mirror_state(app)["customers"][0])
+        assert (row["name"], row["entity_type"], row["entity_id"]) == ("Gone Co", "company", "org_gone")
+        assert row["deleted_at"] is not None and row["credit_balance"] in (700, 300)
+        outcomes.append(row["credit_balance"])
+    assert outcomes[0] == outcomes[1]
+    assert fake.paths().count(f"/v1/customers/{customer.id}") >= 2
+
+
+def test_a_tie_whose_fetch_finds_the_draft_deleted_keeps_the_events_own_snapshots(stripe, services, fake):
+    """The same for a draft invoice deleted since its tied updates: mirrored from the payloads,
+    marked deleted, whatever the order."""
+    from tests.conftest import clean_tables
+
+    life = fifteen_lines("gone-draft")
+    first, second = life.updated(T + 60), life.updated(T + 60)
+    first["data"]["object"]["amount_due"] = first["data"]["object"]["amount_remaining"] = 10000
+    second["data"]["object"]["amount_due"] = second["data"]["object"]["amount_remaining"] = 9000
+    first["data"]["previous_attributes"] = {"footer": "unrelated"}  # no evidence either way
+    second["data"]["previous_attributes"] = {"footer": "unrelated too"}
+    fake.put("invoices", {"id": life.id, "object": "invoice", "deleted": True})
+    outcomes = []
+    for order in ((first, second), (second, first)):
+        clean_tables(services.db.engine)
+        for event in order:
+            stripe.post(event)
+            drain_all(services)
+        invoice = load(services, life.id)
+        assert (
+            invoice.deleted_at is not None and invoice.stripe_status == "draft" and len(invoice.lines) == 15
+        )
+        assert invoice.amount_due in (10000, 9000)
+        outcomes.append(invoice.amount_due)
+    assert outcomes[0] == outcomes[1]
+    assert fake.paths().count(f"/v1/invoices/{life.id}") >= 2
+
+
 def services_app(services):
     class _App:
         extensions = {"webhook_service": services}

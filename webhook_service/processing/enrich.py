@@ -10,7 +10,8 @@ complete snapshot:
 * a same-second tie the payloads cannot settle (handlers.ordering), or revalidation configured for
   the object type (`STRIPE_REVALIDATE`): the object itself is fetched and becomes the event's
   snapshot, an observation of the fetch's second (skipped for final states: void invoices and
-  credit notes, deleted objects);
+  credit notes, deleted objects); a fetch that finds the object deleted leaves the event's own
+  snapshot in place and marks the event with the second it found it gone (`_gone_at`);
 * a line whose price does not say whether it is metered (2025-03-31.basil and later): the price is
   read once from `GET /v1/prices/{id}` and cached (a price's recurring usage type never changes);
 * a credit note before basil that both refunds and credits the balance: its balance transaction is
@@ -35,10 +36,11 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from handlers import customers, invoices, ordering
-from handlers.ordering import FETCHED_AT
+from handlers.ordering import FETCHED_AT, GONE_AT
 from webhook_service.core.config import Config
 from webhook_service.core.errors import StripeNotFound
 from webhook_service.core.models import Customer, Invoice, InvoiceLine
+from webhook_service.core.values import is_deletion_stub
 from webhook_service.processing.stripe_client import StripeClient, build_client
 
 logger = logging.getLogger(__name__)
@@ -155,6 +157,11 @@ class Enricher:
             return event
         setattr(self.stats, reason, getattr(self.stats, reason) + 1)
         event = dict(event)
+        if is_deletion_stub(fetched):
+            # Gone since: the stub says nothing else, so the event keeps its own snapshot (ordered
+            # like any other) and carries when the object was found deleted.
+            event[GONE_AT] = int(self.clock())
+            return event
         event["data"] = {**event["data"], "object": fetched}
         event[FETCHED_AT] = int(self.clock())
         return event
