@@ -491,7 +491,7 @@ def test_invoice_pages_step_through_a_number_search_and_a_date_range(console, se
     rows = [  # two invoices per issue time: pages must break ties on the id
         {"id": f"in_page_{i:04d}", "number": f"PAGE-{i:04d}", "status": "paid", "total": 100,
          "currency": "usd", "created_at": start + timedelta(minutes=i // 2),
-         "issued_at": start + timedelta(minutes=i // 2)}
+         "issued_at": start + timedelta(minutes=i // 2), "version_key": f"1.{i}"}
         for i in range(PAGE_SIZE * 2 + 5)
     ]  # fmt: skip
     with services.db.sessions() as session, session.begin():
@@ -507,3 +507,21 @@ def test_invoice_pages_step_through_a_number_search_and_a_date_range(console, se
             more = re.search(r'rel="next" href="([^"]+)"', page)
             path = more[1].replace("&amp;", "&") if more else None
         assert seen == sorted((row["number"] for row in rows), reverse=True), first
+
+
+def test_a_payment_before_its_invoice_shows_no_placeholder_invoice(app, console, stripe):
+    """As in the JSON API: the row invoice_payment.paid leaves before its invoice is no invoice."""
+    import json
+    from pathlib import Path
+
+    path = (
+        Path(__file__).resolve().parent.parent / "fixtures/eras/2025-10-29.clover/invoice_payment.paid.json"
+    )
+    event = json.loads(path.read_text())
+    assert stripe.post(event).status_code == 200
+    run_worker(app)
+    invoice_id = event["data"]["object"]["invoice"]
+    invoice_id = invoice_id["id"] if isinstance(invoice_id, dict) else invoice_id
+    assert invoice_id not in text(console.get("/console/invoices"))
+    shown = console.get(f"/console/invoices/{invoice_id}")
+    assert shown.status_code == 404 and "only a payment for it arrived" in text(shown)
