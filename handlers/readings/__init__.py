@@ -28,6 +28,7 @@ from handlers.readings.fields import (
 from handlers.readings.invoice import InvoiceReading
 from handlers.readings.invoice_payment import InvoicePaymentReading
 from webhook_service.core.errors import PermanentEventError
+from webhook_service.core.values import is_deletion_stub
 
 OBJECT_READINGS: dict[str, type[Schema]] = {
     "invoice": InvoiceReading,
@@ -35,6 +36,20 @@ OBJECT_READINGS: dict[str, type[Schema]] = {
     "credit_note": CreditNoteReading,
     "invoice_payment": InvoicePaymentReading,
 }
+
+
+class DeletedObjectReading(Reading):
+    """Stripe's answer for a deleted object, `{id, object, deleted: true}`: none of the fields
+    the object's own reading requires, so it is read by this one (invoices and customers)."""
+
+    id = Id(required=True, allow_none=False)
+    object = Text(max_length=64)
+    deleted = Bool()
+    livemode = Bool()
+
+
+#: Families whose objects Stripe can answer with a deletion stub (only drafts and customers).
+DELETABLE = frozenset({"invoice", "customer"})
 
 
 class AnyObject(StripeField):
@@ -79,6 +94,13 @@ def _envelope(object_schema: type[Schema]) -> Schema:
 
 _ENVELOPES = {family: _envelope(schema) for family, schema in OBJECT_READINGS.items()}
 _PLANS = {family: compile_reading(envelope) for family, envelope in _ENVELOPES.items()}
+_STUB_ENVELOPE = _envelope(DeletedObjectReading)
+_STUB_PLAN = compile_reading(_STUB_ENVELOPE)
+
+
+def _reads_as_stub(event, family: str) -> bool:
+    obj = (event.get("data") or {}).get("object") if isinstance(event.get("data"), dict) else None
+    return family in DELETABLE and isinstance(obj, dict) and is_deletion_stub(obj)
 
 
 def read_event_slowly(event, family: str) -> dict:
@@ -87,7 +109,7 @@ def read_event_slowly(event, family: str) -> dict:
     :raises PermanentEventError: as read_event.
     """
     try:
-        return _ENVELOPES[family].load(event)
+        return (_STUB_ENVELOPE if _reads_as_stub(event, family) else _ENVELOPES[family]).load(event)
     except ValidationError as exc:
         raise PermanentEventError(first_error(exc.messages)) from None
 
@@ -101,7 +123,7 @@ def read_event(event, family: str) -> dict:
     if not isinstance(event, dict):
         raise PermanentEventError("event: expected an object")
     try:
-        return load(_PLANS[family], event, "")
+        return load(_STUB_PLAN if _reads_as_stub(event, family) else _PLANS[family], event, "")
     except Refused as exc:
         raise PermanentEventError(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - whatever breaks while reading is the payload's fault

@@ -66,11 +66,13 @@ class CreditNoteReading(Reading):
     id = Id(CreditNote.id, required=True, allow_none=False)
     object = Text(max_length=64)
     number = Text(CreditNote.number)
-    customer = Expandable(Customer.id)
-    invoice = Expandable(CreditNote.invoice_id)
+    # Every version's schema requires these three and none makes them nullable: a note without
+    # one cannot be mirrored (whose credit, of which invoice, in what money) and fails, naming it.
+    customer = Expandable(Customer.id, required=True, allow_none=False)
+    invoice = Expandable(CreditNote.invoice_id, required=True, allow_none=False)
     type = Choice(TYPES)
     status = Choice(STATUSES, required=True, allow_none=False)
-    currency = Currency()
+    currency = Currency(required=True, allow_none=False)
     amount = Int(required=True, allow_none=False)
     subtotal = Int()
     total = Int()

@@ -156,14 +156,16 @@ class InvoiceReading(Reading):
     closed = Bool()
     forgiven = Bool()
     attempted = Bool()
-    currency = Currency()
-    subtotal = Int(allow_none=False)
+    # Required by every version's schema (a deletion stub has its own reading): an invoice
+    # without its currency or amounts fails naming the field instead of mirroring NULL.
+    currency = Currency(required=True, allow_none=False)
+    subtotal = Int(required=True, allow_none=False)
     tax = Int()
     total_taxes = items(TaxAmount, nullable=True)
     total_tax_amounts = items(TaxAmount, nullable=True)
-    total = Int(allow_none=False)
+    total = Int(required=True, allow_none=False)
     total_excluding_tax = Int()
-    amount_due = Int(allow_none=False)
+    amount_due = Int(required=True, allow_none=False)
     amount_paid = Int(allow_none=False)
     amount_remaining = Int(allow_none=False)
     amount_overpaid = Int()
@@ -190,6 +192,6 @@ class InvoiceReading(Reading):
     livemode = Bool()
     #: `true` on Stripe's answer to deleting a draft (`{id, object, deleted}`), when an event carries it.
     deleted = Bool()
-    lines = Obj(Lines, allow_none=False)
+    lines = Obj(Lines, required=True, allow_none=False)
     payments = Obj(Payments)
     metadata = StringMap()

@@ -210,3 +210,42 @@ def test_what_no_schema_allows_still_fails_permanently(services, changes, error)
     status, message = deliver(services, bad)[bad["id"]]
     assert status == "failed"
     assert message.startswith(f"PermanentEventError: {error}"), message
+
+
+# 5. What every schema requires ---------------------------------------------------------------
+
+
+REQUIRED = [
+    ("credit_note.created", "customer", "an id or an object with an id"),
+    ("credit_note.created", "invoice", "an id or an object with an id"),
+    ("credit_note.created", "currency", "a three-letter currency code"),
+    ("invoice.finalized", "currency", "a three-letter currency code"),
+    ("invoice.finalized", "amount_due", "an integer"),
+    ("invoice.finalized", "total", "an integer"),
+    ("invoice.finalized", "lines", "an object"),
+]
+
+
+@pytest.mark.parametrize(
+    "version, event_type, field, expected",
+    [(v, *case) for v in era.ERAS for case in REQUIRED if case[0] in era.event_types(v)],
+)
+def test_a_field_every_schema_requires_fails_the_event_when_missing(
+    services, version, event_type, field, expected
+):
+    """Never mirrored as NULL: a credit note without its customer would credit no one."""
+    missing = event(version, event_type)
+    del missing["data"]["object"][field]
+    status, message = deliver(services, missing)[missing["id"]]
+    assert (status, message) == (
+        "failed",
+        f"PermanentEventError: data.object.{field}: expected {expected}, missing",
+    )
+
+
+def test_a_deleted_draft_as_stripe_answers_it_needs_none_of_them(services):
+    """`{id, object, deleted}` has its own reading: the draft is marked deleted, nothing fails."""
+    created = event("2024-06-20", "invoice.created")
+    stub = event("2024-06-20", "invoice.deleted", event_id="evt_1StubStubStub0000000000")
+    stub["data"]["object"] = {"id": created["data"]["object"]["id"], "object": "invoice", "deleted": True}
+    assert deliver(services, created, stub) == {created["id"]: PROCESSED, stub["id"]: PROCESSED}
