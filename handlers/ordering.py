@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from handlers.readings import read_event
 from webhook_service.core.errors import PermanentEventError
 from webhook_service.core.models import EventStatus, StripeEvent
+from webhook_service.core.values import is_deletion_stub
 
 #: Set by the worker on an event whose `data.object` it fetched from Stripe: the Unix second of the
 #: fetch. The snapshot is then an observation of that second, not of the event's `created`.
@@ -183,7 +184,13 @@ def same_prefix_snapshots(session: Session, event: dict, family: str, prefix_of:
         _read_logged(session, {k: v for k, v in expected.items() if k not in cache}, cache)
     prefix = prefix_of(event)
     own = next((e for e in cache[key] if e.get("id") == event["id"] and prefix_of(e) == prefix), event)
-    others = [e for e in cache[key] if e.get("id") != event["id"] and prefix_of(e) == prefix]
+    # Stripe's deletion stub (`{id, object, deleted}`, logged by a repair) is no snapshot: it says
+    # only that the object is gone, and must never win a tie and be mirrored as its values.
+    others = [
+        e
+        for e in cache[key]
+        if e.get("id") != event["id"] and prefix_of(e) == prefix and not is_deletion_stub(e["data"]["object"])
+    ]
     return [own, *others]
 
 

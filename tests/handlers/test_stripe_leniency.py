@@ -249,3 +249,39 @@ def test_a_deleted_draft_as_stripe_answers_it_needs_none_of_them(services):
     stub = event("2024-06-20", "invoice.deleted", event_id="evt_1StubStubStub0000000000")
     stub["data"]["object"] = {"id": created["data"]["object"]["id"], "object": "invoice", "deleted": True}
     assert deliver(services, created, stub) == {created["id"]: PROCESSED, stub["id"]: PROCESSED}
+
+
+def test_a_logged_deletion_stub_never_wins_a_same_second_tie(services):
+    """A repair logs Stripe's `{id, object, deleted}` for a gone draft as an event of its fetch
+    second. Webhooks of that second tie with it; the stub says nothing of the draft's values, so
+    it must never be mirrored as them, whichever the content order would pick and in any order."""
+    import itertools
+
+    import handlers
+    from handlers import ordering
+    from webhook_service.core.models import Invoice
+
+    base = event("2024-06-20", "invoice.created")
+    base["data"].pop("previous_attributes", None)
+    invoice_id = base["data"]["object"]["id"]
+    stub = {**base, "id": "reconcile_stub_1", "type": "invoice.updated"}
+    stub["data"] = {"object": {"id": invoice_id, "object": "invoice", "deleted": True}}
+    stub_hash = ordering.content_hash(handlers.read(stub))
+    drafts = []
+    for n in range(200):  # two drafts whose content sorts below the stub's: it would win on content
+        draft = copy.deepcopy(base)
+        draft["id"] = f"evt_1StubTie{n:015d}"
+        draft["data"]["object"]["metadata"] = {"n": str(n)}
+        if ordering.content_hash(handlers.read(draft)) < stub_hash:
+            drafts.append(draft)
+        if len(drafts) == 2:
+            break
+    assert len(drafts) == 2
+    newest = ordering.newest([handlers.read(d) for d in drafts])["id"]
+    for order in itertools.permutations([stub, *drafts]):
+        outcomes = deliver(services, *order)
+        assert set(outcomes.values()) == {PROCESSED}
+        with services.db.sessions() as session:
+            invoice = session.get(Invoice, invoice_id)
+            assert (invoice.source_event_id, invoice.currency) == (newest, base["data"]["object"]["currency"])
+            assert invoice.total == base["data"]["object"]["total"] and invoice.deleted_at is not None
