@@ -110,6 +110,22 @@ def invoices_by_number(app) -> dict[str, Invoice]:
         return {row.number or row.id: row for row in rows}
 
 
+def deliver_payment_before_its_invoice(app, stripe) -> str:
+    """Delivers and processes an `invoice_payment.paid` alone (no invoice event before it) and
+    returns the id of the invoice it names: the placeholder row the API and console leave out."""
+    import json
+    from pathlib import Path
+
+    path = (
+        Path(__file__).resolve().parent.parent / "fixtures/eras/2025-10-29.clover/invoice_payment.paid.json"
+    )
+    event = json.loads(path.read_text())
+    assert stripe.post(event).status_code == 200
+    run_worker(app)
+    invoice = event["data"]["object"]["invoice"]
+    return invoice["id"] if isinstance(invoice, dict) else invoice
+
+
 def examples(count: int) -> int:
     """`count` hypothesis examples, or fewer under a profile that caps them (`make test-fast`)."""
     from hypothesis import settings

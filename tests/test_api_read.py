@@ -2,7 +2,6 @@
 
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -11,7 +10,7 @@ from builder import Customer
 from tests.handlers.test_currencies import eur_credit_story
 from tests.handlers.test_invoices import apply
 from tests.handlers.test_scopes import ACCOUNT_A, ACCOUNT_B, story
-from tests.helpers import invoke_cli, like_query_plans, run_worker
+from tests.helpers import deliver_payment_before_its_invoice, invoke_cli, like_query_plans, run_worker
 from webhook_service.core.models import StripeEvent
 from webhook_service.processing.sweep import sweep_past_due
 from webhook_service.web.services import get_services
@@ -201,14 +200,7 @@ def test_prefix_searches_are_answered_from_their_index(client, services, path, p
 
 def test_a_payment_before_its_invoice_lists_no_placeholder_invoice(app, client, stripe):
     """invoice_payment.paid may come first (or alone): the row it leaves is no invoice to list."""
-    path = (
-        Path(__file__).resolve().parent.parent / "fixtures/eras/2025-10-29.clover/invoice_payment.paid.json"
-    )
-    event = json.loads(path.read_text())
-    assert stripe.post(event).status_code == 200
-    run_worker(app)
-    invoice_id = event["data"]["object"]["invoice"]
-    invoice_id = invoice_id["id"] if isinstance(invoice_id, dict) else invoice_id
+    invoice_id = deliver_payment_before_its_invoice(app, stripe)
     listed = get(client, "/invoices").get_json()
     assert invoice_id not in [row["id"] for row in listed["items"]]
     assert get(client, f"/invoices/{invoice_id}").status_code == 404

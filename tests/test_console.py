@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from tests.helpers import like_query_plans, run_worker
+from tests.helpers import deliver_payment_before_its_invoice, like_query_plans, run_worker
 from webhook_service.core.config import Config, OperatorKey, load_config, parse_operator_keys
 from webhook_service.core.errors import ConfigError
 from webhook_service.core.models import CustomerBalance, OperatorAction, StripeEvent
@@ -511,17 +511,7 @@ def test_invoice_pages_step_through_a_number_search_and_a_date_range(console, se
 
 def test_a_payment_before_its_invoice_shows_no_placeholder_invoice(app, console, stripe):
     """As in the JSON API: the row invoice_payment.paid leaves before its invoice is no invoice."""
-    import json
-    from pathlib import Path
-
-    path = (
-        Path(__file__).resolve().parent.parent / "fixtures/eras/2025-10-29.clover/invoice_payment.paid.json"
-    )
-    event = json.loads(path.read_text())
-    assert stripe.post(event).status_code == 200
-    run_worker(app)
-    invoice_id = event["data"]["object"]["invoice"]
-    invoice_id = invoice_id["id"] if isinstance(invoice_id, dict) else invoice_id
+    invoice_id = deliver_payment_before_its_invoice(app, stripe)
     assert invoice_id not in text(console.get("/console/invoices"))
     shown = console.get(f"/console/invoices/{invoice_id}")
     assert shown.status_code == 404 and "only a payment for it arrived" in text(shown)
