@@ -40,6 +40,10 @@ class InvoicePaymentReading(Payment):
     object = Text(max_length=64)
     invoice = Expandable(Invoice.id, required=True, allow_none=False)
     status = Choice(STATUSES, required=True, allow_none=False)
+    # Required by every release's schema: a payment without them fails naming the field instead
+    # of being stored with a NULL currency or amount.
+    currency = Currency(required=True, allow_none=False)
+    amount_requested = Int(required=True, allow_none=False)
     is_default = Bool()
     created = Timestamp()
     livemode = Bool()

@@ -223,6 +223,8 @@ REQUIRED = [
     ("invoice.finalized", "amount_due", "an integer"),
     ("invoice.finalized", "total", "an integer"),
     ("invoice.finalized", "lines", "an object"),
+    ("invoice_payment.paid", "currency", "a three-letter currency code"),
+    ("invoice_payment.paid", "amount_requested", "an integer"),
 ]
 
 
@@ -233,7 +235,8 @@ REQUIRED = [
 def test_a_field_every_schema_requires_fails_the_event_when_missing(
     services, version, event_type, field, expected
 ):
-    """Never mirrored as NULL: a credit note without its customer would credit no one."""
+    """Never mirrored as NULL: a credit note without its customer would credit no one, a payment
+    without its currency would be an amount of nothing."""
     missing = event(version, event_type)
     del missing["data"]["object"][field]
     status, message = deliver(services, missing)[missing["id"]]
