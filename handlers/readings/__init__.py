@@ -99,7 +99,8 @@ _STUB_PLAN = compile_reading(_STUB_ENVELOPE)
 
 
 def _reads_as_stub(event, family: str) -> bool:
-    obj = (event.get("data") or {}).get("object") if isinstance(event.get("data"), dict) else None
+    data = event.get("data") if isinstance(event, dict) else None
+    obj = data.get("object") if isinstance(data, dict) else None
     return family in DELETABLE and isinstance(obj, dict) and is_deletion_stub(obj)
 
 
