@@ -183,14 +183,11 @@ def same_prefix_snapshots(session: Session, event: dict, family: str, prefix_of:
         expected.setdefault(key, [])
         _read_logged(session, {k: v for k, v in expected.items() if k not in cache}, cache)
     prefix = prefix_of(event)
-    own = next((e for e in cache[key] if e.get("id") == event["id"] and prefix_of(e) == prefix), event)
+    same = [e for e in cache[key] if prefix_of(e) == prefix]
+    own = next((e for e in same if e.get("id") == event["id"]), event)
     # Stripe's deletion stub (`{id, object, deleted}`, logged by a repair) is no snapshot: it says
     # only that the object is gone, and must never win a tie and be mirrored as its values.
-    others = [
-        e
-        for e in cache[key]
-        if e.get("id") != event["id"] and prefix_of(e) == prefix and not is_deletion_stub(e["data"]["object"])
-    ]
+    others = [e for e in same if e.get("id") != event["id"] and not is_deletion_stub(e["data"]["object"])]
     return [own, *others]
 
 
