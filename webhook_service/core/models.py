@@ -6,6 +6,7 @@ import enum
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
+from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -242,6 +243,12 @@ class Invoice(Base):
     status_history: Mapped[list[InvoiceStatusChange]] = relationship(
         back_populates="invoice", cascade="all, delete-orphan", order_by="InvoiceStatusChange.rank"
     )
+
+    @hybrid_property
+    def described(self) -> bool:
+        """Whether an invoice snapshot has described the row: a payment that came before its
+        invoice leaves a placeholder (no version yet), which the API and console do not show."""
+        return self.version_key != ""
 
     __table_args__ = (
         sa.Index("ix_invoices_customer_issued", "customer_id", "issued_at"),

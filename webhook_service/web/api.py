@@ -144,7 +144,7 @@ def list_invoices(args):
     """
     # Only invoices an invoice snapshot has described (as the detail view): a payment that came
     # before its invoice leaves a placeholder row, not an invoice to show.
-    listed = sa.select(Invoice).where(Invoice.deleted_at.is_(None), Invoice.version_key != "")
+    listed = sa.select(Invoice).where(Invoice.deleted_at.is_(None), Invoice.described)
     stmt = _scoped(listed, Invoice, args)
     if "status" in args:
         stmt = stmt.where(Invoice.status == args["status"])
@@ -175,7 +175,7 @@ def get_invoice(invoice_id: str):
     with get_services().db.sessions() as session:
         invoice = session.scalars(
             sa.select(Invoice)
-            .where(Invoice.id == invoice_id, Invoice.version_key != "")
+            .where(Invoice.id == invoice_id, Invoice.described)
             .options(selectinload(Invoice.lines), selectinload(Invoice.status_history))
         ).first()
         if invoice is None:

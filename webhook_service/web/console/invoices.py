@@ -111,7 +111,7 @@ def _number_order(session, cursor):
 def invoice_page(session, filters: dict, cursor=None, limit: int = PAGE_SIZE) -> list:
     """A page of invoices, newest first, with the filters, plus one row to tell whether there is more."""
     # A placeholder row (a payment that came before its invoice) is no invoice yet, as in the API.
-    stmt = sa.select(*_LIST_COLUMNS).where(Invoice.deleted_at.is_(None), Invoice.version_key != "")
+    stmt = sa.select(*_LIST_COLUMNS).where(Invoice.deleted_at.is_(None), Invoice.described)
     if filters.get("status"):
         stmt = stmt.where(Invoice.status == filters["status"])
     if filters.get("customer"):
@@ -254,7 +254,7 @@ def invoices_show(invoice_id: str):
         ).first()
         if invoice is None:
             abort(404, description=f"No invoice {invoice_id} in the mirror.")
-        if not invoice.version_key:  # the row a payment left before its invoice arrived
+        if not invoice.described:  # the row a payment left before its invoice arrived
             abort(
                 404, description=f"No invoice {invoice_id} in the mirror yet: only a payment for it arrived."
             )
